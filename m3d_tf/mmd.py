@@ -54,14 +54,15 @@ Fields:
 
 
 def _check_positive_numbers(name, values):
+    not_a_sequence = ValueError(
+        f"{name} must be a sequence of positive numbers. Received {name}={values!r}."
+    )
     if isinstance(values, (str, bytes)):
-        raise ValueError(f"{name} must be a sequence of positive numbers. Received {name}={values!r}.")
+        raise not_a_sequence
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a sequence of positive numbers. Received {name}={values!r}."
-        ) from None
+        raise not_a_sequence from None
     if not numbers or not all(math.isfinite(v) and v > 0 for v in numbers):
         raise ValueError(
             f"{name} must be a non-empty sequence of positive finite numbers. "
@@ -109,9 +110,11 @@ def validate_kernel_options(
     elif kernel == "polynomial":
         if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
             raise ValueError(
-                f"degree must be a positive integer for kernel='polynomial'. Received degree={degree!r}."
+                "degree must be a positive integer for kernel='polynomial'. "
+                f"Received degree={degree!r}."
             )
-        if isinstance(coef0, bool) or not isinstance(coef0, (int, float)) or not math.isfinite(coef0):
+        is_number = isinstance(coef0, (int, float)) and not isinstance(coef0, bool)
+        if not is_number or not math.isfinite(coef0):
             raise ValueError(
                 f"coef0 must be a finite number for kernel='polynomial'. Received coef0={coef0!r}."
             )
@@ -128,18 +131,20 @@ def _kernel_parameters(kernel, multipliers, widths, gammas):
     return kernel, (None,)
 
 
-def num_kernel_terms(kernel, *, multipliers=DEFAULT_MULTIPLIERS, widths=None, gammas=DEFAULT_GAMMAS):
-    """Number K of MMD^2 terms a kernel produces (5 for the default "gaussian_mix").
-
-    Example:
-        >>> num_kernel_terms("rbf_fixed")
-        3
-    """
-    return len(_kernel_parameters(kernel, multipliers, widths, gammas)[1])
-
-
-def kernel_term_names(kernel, *, multipliers=DEFAULT_MULTIPLIERS, widths=None, gammas=DEFAULT_GAMMAS):
+def kernel_term_names(
+    kernel,
+    estimator="biased",
+    *,
+    multipliers=DEFAULT_MULTIPLIERS,
+    widths=None,
+    gammas=DEFAULT_GAMMAS,
+    degree=2,
+    coef0=1.0,
+):
     """Names of the K terms, in order, for metrics.
+
+    Takes the same options as `validate_kernel_options`, so one options dict serves every
+    function; only kernel, multipliers, widths and gammas change the terms.
 
     Returns:
         A tuple of K strings: "gauss_x{multiplier}" or "gauss_w{width}" ("gaussian_mix"),
@@ -149,11 +154,22 @@ def kernel_term_names(kernel, *, multipliers=DEFAULT_MULTIPLIERS, widths=None, g
         >>> kernel_term_names("gaussian_mix")
         ('gauss_x0.25', 'gauss_x0.5', 'gauss_x1', 'gauss_x2', 'gauss_x4')
     """
+    del estimator, degree, coef0  # One term whatever their values.
     kind, values = _kernel_parameters(kernel, multipliers, widths, gammas)
     prefix = {"relative": "gauss_x", "absolute": "gauss_w", "gamma": "rbf_g"}.get(kind)
     if prefix is None:
         return (kernel,)
     return tuple(f"{prefix}{v:g}" for v in values)
+
+
+def num_kernel_terms(kernel, estimator="biased", **options):
+    """Number K of MMD^2 terms (5 for the default "gaussian_mix"); options as `kernel_term_names`.
+
+    Example:
+        >>> num_kernel_terms("rbf_fixed")
+        3
+    """
+    return len(kernel_term_names(kernel, estimator, **options))
 
 
 # === Distances ===
@@ -185,10 +201,9 @@ def squared_distances(x, y):
 
 
 def _distances_from_gram(gram, x_sq_norms, y_sq_norms):
-    """(..., n, m) squared distances from inner products and the squared norms (..., n), (..., m)."""
+    """(..., n, m) clipped squared distances from inner products and squared norms."""
     d2 = x_sq_norms[..., :, None] + y_sq_norms[..., None, :] - 2.0 * gram
     return tf.maximum(d2, 0.0)
-
 
 
 # === Pieces shared by the grouped and the masked paths ===
