@@ -113,3 +113,59 @@ def np_decode(images, factor):
         for j in range(factor)
     ]
     return np_resize_bilinear(np.stack(crops), height, width)
+
+
+# === Random ConvNet oracles (m3d_tf/networks) ===
+# DM's ConvNet.embed written as PyTorch computes it: the conv bias is always added (the library
+# drops it before instance norm), convolution by explicit loops over output positions and taps.
+
+
+def np_conv2d(x, kernel, bias, padding):
+    """(n, h, w, cin) * (kh, kw, cin, cout) + (cout,), stride 1, symmetric zero padding -> float64."""
+    x = np.pad(np.asarray(x, np.float64), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    kernel = np.asarray(kernel, np.float64)
+    kh, kw = kernel.shape[:2]
+    n, h, w, _ = x.shape
+    out = np.zeros((n, h - kh + 1, w - kw + 1, kernel.shape[3]))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            for di in range(kh):
+                for dj in range(kw):
+                    out[:, i, j, :] += x[:, i + di, j + dj, :] @ kernel[di, dj]
+    return out + np.asarray(bias, np.float64)
+
+
+def np_instance_norm(x, gamma, beta, eps=1e-5):
+    """(n, h, w, c) -> per (sample, channel) (x - mean) / sqrt(biased var + eps) * gamma + beta."""
+    x = np.asarray(x, np.float64)
+    out = np.empty_like(x)
+    for s in range(x.shape[0]):
+        for c in range(x.shape[3]):
+            plane = x[s, :, :, c]
+            variance = ((plane - plane.mean()) ** 2).mean()
+            out[s, :, :, c] = (plane - plane.mean()) / np.sqrt(variance + eps) * gamma[c] + beta[c]
+    return out
+
+
+def np_avg_pool2(x):
+    """(n, h, w, c) -> (n, h // 2, w // 2, c): mean of each 2x2 window; an odd last row/column is dropped."""
+    x = np.asarray(x, np.float64)
+    h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    x = x[:, :h, :w]
+    return (x[:, 0::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 0::2] + x[:, 1::2, 1::2]) / 4
+
+
+def np_convnet_features(images, blocks, norm="instancenorm"):
+    """DM ConvNet.embed on NHWC images -> (n, d) float64, flattened in (H, W, C) order.
+
+    blocks: sequence of dicts with "kernel" (3, 3, cin, width), "bias", and for instance norm
+    "gamma" and "beta". The first conv pads 3 for one-channel images, every other conv pads 1.
+    """
+    x = np.asarray(images, np.float64)
+    for d, block in enumerate(blocks):
+        padding = 3 if d == 0 and x.shape[3] == 1 else 1
+        x = np_conv2d(x, block["kernel"], block["bias"], padding)
+        if norm == "instancenorm":
+            x = np_instance_norm(x, np.asarray(block["gamma"]), np.asarray(block["beta"]))
+        x = np_avg_pool2(np.maximum(x, 0.0))
+    return x.reshape(len(x), -1)
