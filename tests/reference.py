@@ -169,3 +169,120 @@ def np_convnet_features(images, blocks, norm="instancenorm"):
             x = np_instance_norm(x, np.asarray(block["gamma"]), np.asarray(block["beta"]))
         x = np_avg_pool2(np.maximum(x, 0.0))
     return x.reshape(len(x), -1)
+
+
+# === Augmentation oracles (m3d_tf/augment.py) ===
+# Straight from DM's utils.py (rand_brightness, rand_saturation, rand_contrast, rand_crop,
+# rand_cutout, rand_flip, rand_scale, rand_rotate) and IDC's misc/augment.py, on NHWC float64:
+# the three colour formulas in sequence, crop as pad-by-one plus clamped indices, cutout as the
+# clamped index write, scale and rotate as PyTorch's affine_grid + grid_sample (align_corners=False,
+# bilinear, zeros padding) in normalised coordinates, one pixel at a time.
+
+
+def np_brightness(x, offsets):
+    """x + b per image; offsets (n,)."""
+    return np.asarray(x, np.float64) + np.asarray(offsets, np.float64)[:, None, None, None]
+
+
+def np_saturation(x, factors):
+    """m + (x - m) * s, m the channel mean of each pixel; factors (n,)."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=3, keepdims=True)
+    return (x - mean) * np.asarray(factors, np.float64)[:, None, None, None] + mean
+
+
+def np_contrast(x, factors):
+    """m + (x - m) * k, m the mean of each image over H, W and C; factors (n,)."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) * np.asarray(factors, np.float64)[:, None, None, None] + mean
+
+
+def np_flip(x, flags):
+    """Mirror the width axis of the images whose flag is set."""
+    x = np.asarray(x, np.float64)
+    return np.where(np.asarray(flags)[:, None, None, None], x[:, :, ::-1], x)
+
+
+def np_crop(x, shifts):
+    """DSA crop: zero-pad by one, read clamp(i + dy + 1, 0, H + 1); shifts (n, 2) as (dy, dx)."""
+    x = np.asarray(x, np.float64)
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.empty_like(x)
+    for s in range(n):
+        rows = np.clip(np.arange(h) + shifts[s][0] + 1, 0, h + 1)
+        cols = np.clip(np.arange(w) + shifts[s][1] + 1, 0, w + 1)
+        out[s] = padded[s][rows[:, None], cols[None, :]]
+    return out
+
+
+def np_cutout(x, centres):
+    """DSA cutout: side int(size * 0.5 + 0.5); zero the clamped rows/cols k + centre - side // 2."""
+    x = np.asarray(x, np.float64)
+    n, h, w, _ = x.shape
+    side_h, side_w = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    out = x.copy()
+    for s in range(n):
+        rows = np.clip(np.arange(side_h) + centres[s][0] - side_h // 2, 0, h - 1)
+        cols = np.clip(np.arange(side_w) + centres[s][1] - side_w // 2, 0, w - 1)
+        out[s][rows[:, None], cols[None, :]] = 0.0
+    return out
+
+
+def np_grid_sample(x, theta):
+    """F.grid_sample(x, F.affine_grid(theta, x.shape)) with PyTorch defaults, NHWC.
+
+    theta (n, 2, 3) maps normalised output (x, y, 1) to normalised input (x, y); pixel centres sit
+    at (2j + 1) / W - 1; bilinear, each corner outside the image reads zero.
+    """
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    out = np.zeros_like(x)
+    for s in range(n):
+        for i in range(h):
+            for j in range(w):
+                gx, gy = (2 * j + 1) / w - 1, (2 * i + 1) / h - 1
+                sx = theta[s][0][0] * gx + theta[s][0][1] * gy + theta[s][0][2]
+                sy = theta[s][1][0] * gx + theta[s][1][1] * gy + theta[s][1][2]
+                px, py = ((sx + 1) * w - 1) / 2, ((sy + 1) * h - 1) / 2
+                x0, y0 = int(np.floor(px)), int(np.floor(py))
+                for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+                    if 0 <= yy < h and 0 <= xx < w:
+                        weight = (1 - abs(px - xx)) * (1 - abs(py - yy))
+                        out[s, i, j] += weight * x[s, yy, xx]
+    return out
+
+
+def np_scale_theta(scales):
+    """DSA rand_scale theta [[sx, 0, 0], [0, sy, 0]] from scales (n, 2) given as (sy, sx)."""
+    return np.array([[[sx, 0.0, 0.0], [0.0, sy, 0.0]] for sy, sx in scales], np.float64)
+
+
+def np_rotate_theta(angles):
+    """DSA rand_rotate theta [[cos, -sin, 0], [sin, cos, 0]] from angles (n,) in radians."""
+    return np.array([[[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0]] for a in angles])
+
+
+def np_dsa(x, params):
+    """One DSA pass with per-image parameters (dict as augment.draw_params, as NumPy arrays).
+
+    IDC's order: flip, color (brightness, saturation, contrast), crop, scale, rotate, cutout; each
+    only where its family is active (columns of params["active"] in augment.FAMILIES order).
+    """
+    families = ("color", "crop", "cutout", "flip", "scale", "rotate")
+    on = {f: np.asarray(params["active"])[:, i] for i, f in enumerate(families)}
+    x = np.asarray(x, np.float64)
+    x = np_flip(x, on["flip"] & np.asarray(params["flip"]))
+    color = on["color"][:, None, None, None]
+    colored = np_contrast(
+        np_saturation(np_brightness(x, params["brightness"]), params["saturation"]),
+        params["contrast"],
+    )
+    x = np.where(color, colored, x)
+    x = np.where(on["crop"][:, None, None, None], np_crop(x, params["crop"]), x)
+    scaled = np_grid_sample(x, np_scale_theta(params["scale"]))
+    x = np.where(on["scale"][:, None, None, None], scaled, x)
+    rotated = np_grid_sample(x, np_rotate_theta(params["rotate"]))
+    x = np.where(on["rotate"][:, None, None, None], rotated, x)
+    return np.where(on["cutout"][:, None, None, None], np_cutout(x, params["cutout"]), x)
