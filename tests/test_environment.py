@@ -195,6 +195,7 @@ def test_kfp_compiler_compiles_a_pipeline(tmp_path):
 
 
 @pytest.mark.tfx
+@pytest.mark.filterwarnings("ignore:DEFAULT_FILE_NAME will be deprecated")  # raised inside tfx
 def test_tfx_kubeflow_v2_runner_compiles_a_pipeline(tmp_path):
     from tfx import v1 as tfx
 
