@@ -171,6 +171,70 @@ def np_convnet_features(images, blocks, norm="instancenorm"):
     return x.reshape(len(x), -1)
 
 
+# === Evaluation and baseline oracles (m3d_tf/evaluate.py, m3d_tf/baselines.py) ===
+# Straight from the published definitions: torch.optim.SGD's update, IDC's rand_bbox + CutMix
+# paste, herding as "the pick that brings the running mean closest to the class mean" and
+# k-center as "the point farthest from its nearest centre", each candidate scored in a loop.
+
+
+def np_coupled_sgd_step(w, g, buffer, lr, momentum, weight_decay):
+    """One torch.optim.SGD step (dampening 0): returns (new w, new momentum buffer), float64."""
+    w, g, buffer = (np.asarray(a, np.float64) for a in (w, g, buffer))
+    d = g + weight_decay * w
+    buffer = momentum * buffer + d
+    return w - lr * buffer, buffer
+
+
+def np_cutmix(images, partner, lam, cy, cx):
+    """IDC CutMix on NHWC images: (mixed float64, ratio of each image's own label)."""
+    images = np.asarray(images, np.float64)
+    _, h, w, _ = images.shape
+    cut_h, cut_w = int(h * np.sqrt(1.0 - lam)), int(w * np.sqrt(1.0 - lam))
+    y0, y1 = np.clip(cy - cut_h // 2, 0, h), np.clip(cy + cut_h // 2, 0, h)
+    x0, x1 = np.clip(cx - cut_w // 2, 0, w), np.clip(cx + cut_w // 2, 0, w)
+    mixed = images.copy()
+    for i, j in enumerate(partner):
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                mixed[i, y, x] = images[j, y, x]
+    return mixed, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+def np_herding_order(features, k):
+    """Greedy herding, lowest index on ties: list of k indices."""
+    f = np.asarray(features, np.float64)
+    mu = f.mean(axis=0)
+    picks = []
+    for t in range(k):
+        best, best_gap = None, np.inf
+        for i in range(len(f)):
+            if i in picks:
+                continue
+            running = (f[picks].sum(axis=0) + f[i]) / (t + 1)
+            gap = np.linalg.norm(mu - running)
+            if gap < best_gap:
+                best, best_gap = i, gap
+        picks.append(best)
+    return picks
+
+
+def np_kcenter_order(features, k):
+    """Greedy k-center from the point nearest the mean, lowest index on ties: list of k indices."""
+    f = np.asarray(features, np.float64)
+    mu = f.mean(axis=0)
+    picks = [int(np.argmin([np.linalg.norm(x - mu) for x in f]))]
+    while len(picks) < k:
+        best, best_gap = None, -1.0
+        for i in range(len(f)):
+            if i in picks:
+                continue
+            gap = min(np.linalg.norm(f[i] - f[j]) for j in picks)
+            if gap > best_gap:
+                best, best_gap = i, gap
+        picks.append(best)
+    return picks
+
+
 # === Augmentation oracles (m3d_tf/augment.py) ===
 # Straight from DM's utils.py (rand_brightness, rand_saturation, rand_contrast, rand_crop,
 # rand_cutout, rand_flip, rand_scale, rand_rotate) and IDC's misc/augment.py, on NHWC float64:
