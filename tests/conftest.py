@@ -19,3 +19,50 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = (f"{item.nodeid} is marked tfx and was skipped ({reason}); TFX tests must run: "
                            "use the project environment (make test, or scripts/m3d-env run ...)")
     return report
+
+
+# === Data (m3d_tf.data): a small real Fashion-MNIST slice, temporary data dirs ===
+
+import collections  # noqa: E402
+import pathlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+FashionSmall = collections.namedtuple(
+    "FashionSmall", ["x_train", "y_train", "x_test", "y_test", "class_names"]
+)
+FashionSmall.__doc__ = """The first images of every class of real Fashion-MNIST, in file order.
+
+Fields: x_train uint8 (1000, 28, 28, 1) (100 per class), y_train int64 (1000,), x_test uint8
+(1000, 28, 28, 1) (100 per class), y_test int64 (1000,), class_names (10 str).
+"""
+
+DataDirs = collections.namedtuple("DataDirs", ["data_dir", "cache_dir"])
+
+
+def _first_per_class(images, labels, per_class):
+    keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)]))
+    return images[keep], labels[keep]
+
+
+@pytest.fixture(scope="session")
+def fmnist_small():
+    """FashionSmall read straight from Debian's IDX files (about 0.5 s, once per session)."""
+    from m3d_tf.data.catalog import DEBIAN_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
+    from m3d_tf.data.idx import open_idx_dir
+
+    if not pathlib.Path(DEBIAN_FASHION_MNIST_DIR).is_dir():
+        pytest.fail(f"{DEBIAN_FASHION_MNIST_DIR} is missing: apt-get install dataset-fashion-mnist")
+    reader = open_idx_dir(DEBIAN_FASHION_MNIST_DIR)
+    x_train, y_train = _first_per_class(*reader.read("train"), 100)
+    x_test, y_test = _first_per_class(*reader.read("test"), 100)
+    return FashionSmall(x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES)
+
+
+@pytest.fixture
+def data_dirs(tmp_path):
+    """DataDirs: an empty TFDS data_dir and m3d_tf cache_dir of one test."""
+    dirs = DataDirs(tmp_path / "tfds_data", tmp_path / "m3d_cache")
+    for path in dirs:
+        path.mkdir()
+    return dirs

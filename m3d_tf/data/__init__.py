@@ -1,0 +1,37 @@
+"""Real classification data for condensation: sources -> uint8 arrays / tf.data, balanced batches.
+
+    images, labels, info = load_arrays("fashion_mnist")           # uint8 (N, H, W, C), int64 (N,)
+    dataset, info = load_dataset("npz:mine.npz", "test")            # (float32 [0, 1], int64)
+    batches = balanced_batches((images, labels), n_per_class=128)   # n images of every class
+
+Sources (see sources.py): the names fashion_mnist, mnist, cifar10, cifar100, svhn (through
+tensorflow-datasets, downloading when online; Fashion-MNIST works offline from Debian's
+dataset-fashion-mnist package, see catalog.py), tfds:NAME, and users' own data as
+idx:DIR, npz:FILE, folder:DIR, tfrecord:GLOB or a bare path whose kind is detected.
+`python -m m3d_tf.data SOURCE` prints a summary of a source.
+
+Modules: arrays (DatasetInfo, checks), idx (IDX parser and folders), files (npz, image folder,
+TFRecord), catalog (TFDS and the offline Fashion-MNIST), sources (source strings, loaders),
+balanced (class-balanced batches), __main__ (the summary).
+"""
+
+from m3d_tf.data.arrays import DatasetInfo, channel_stats
+from m3d_tf.data.balanced import balanced_batches, images_by_class
+from m3d_tf.data.catalog import KNOWN_DATASETS, default_cache_dir, restore_gzip_header
+from m3d_tf.data.idx import parse_idx, read_idx
+from m3d_tf.data.sources import load_arrays, load_dataset, open_source
+
+__all__ = [
+    "KNOWN_DATASETS",
+    "DatasetInfo",
+    "balanced_batches",
+    "channel_stats",
+    "default_cache_dir",
+    "images_by_class",
+    "load_arrays",
+    "load_dataset",
+    "open_source",
+    "parse_idx",
+    "read_idx",
+    "restore_gzip_header",
+]
