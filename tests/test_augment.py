@@ -165,7 +165,7 @@ def test_scale_and_rotate_match_affine_grid_and_grid_sample(shape):
     np.testing.assert_allclose(out.numpy(), scaled, atol=1e-5)
     out = augment.affine_warp(tf.constant(x), augment.rotation_matrices(angles, h, w), no_offset)
     np.testing.assert_allclose(out.numpy(), rotated, atol=1e-5)
-    # Through apply: scale alone takes the two-matmul path, rotate the gather path.
+    # Through apply: scale alone takes the rows-then-columns path, rotate the per-pixel path.
     out = augment.apply(tf.constant(x), _as_tf(_only("scale", n, scale=scales)))
     np.testing.assert_allclose(out.numpy(), scaled, atol=1e-5)
     out = augment.apply(tf.constant(x), _as_tf(_only("rotate", n, rotate=angles)))
@@ -191,8 +191,16 @@ def test_rotate_hand_worked_positive_angle_turns_anticlockwise():
 
 def test_full_pass_matches_oracle_for_drawn_parameters():
     for strategy in [IDC_EVAL, DM]:
-        x = _images(12, 6, 8, 3)
-        params = augment.draw_params(SEED, 12, x.shape[1:], strategy)
+        x = _images(20, 6, 8, 3)
+        params = augment.draw_params(SEED, 20, x.shape[1:], strategy)
+        active = params["active"].numpy()
+        assert active.any(axis=0)[[COLUMN[f] for f in augment.FAMILIES if f != "cutout"]].all()
+        # Each warp also meets a real flip, whose matrix must compose before it (IDC order).
+        flipped = active[:, COLUMN["flip"]] & params["flip"].numpy()
+        if strategy == IDC_EVAL:
+            assert all((active[:, COLUMN[f]] & flipped).any() for f in ("crop", "scale", "rotate"))
+        else:
+            assert active[:, COLUMN["cutout"]].any()
         out = augment.apply(tf.constant(x), params)
         np.testing.assert_allclose(out.numpy(), np_dsa(x, _numpy(params)), atol=1e-5)
 
