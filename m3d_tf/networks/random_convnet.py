@@ -110,14 +110,21 @@ def convnet_weights(
     channels = in_channels
     for d in range(depth):
         bound = torch_uniform_bound(channels * 9)
+        # Philox explicitly: "auto_select" may choose another generator under
+        # XLA, which would draw a different net for the same seed.
         kernel = tf.random.stateless_uniform(
             (3, 3, channels, width),
-            tf.random.experimental.stateless_fold_in(seed, 2 * d),
+            tf.random.experimental.stateless_fold_in(seed, 2 * d, alg="philox"),
             -bound,
             bound,
+            alg="philox",
         )
         bias = tf.random.stateless_uniform(
-            (width,), tf.random.experimental.stateless_fold_in(seed, 2 * d + 1), -bound, bound
+            (width,),
+            tf.random.experimental.stateless_fold_in(seed, 2 * d + 1, alg="philox"),
+            -bound,
+            bound,
+            alg="philox",
         )
         block = {"kernel": tf.cast(kernel, dtype), "bias": tf.cast(bias, dtype)}
         if norm == "instancenorm":
