@@ -215,12 +215,14 @@ def test_features_same_in_tf_function_and_replica_context():
     np.testing.assert_allclose(in_replica.numpy(), eager, rtol=1e-6, atol=1e-6)
 
 
-def test_features_are_differentiable_in_images():
+@pytest.mark.parametrize("compute_dtype", [None, "bfloat16"])
+def test_features_are_differentiable_in_images(compute_dtype):
     images = tf.random.stateless_uniform((3, 10, 10, 3), [0, 2])
     weights = convnet_weights(SEED, 3, 10, width=8, depth=2)
     with tf.GradientTape() as tape:
         tape.watch(images)
-        loss = tf.reduce_sum(tf.square(convnet_features(images, weights, depth=2)))
+        features = convnet_features(images, weights, depth=2, compute_dtype=compute_dtype)
+        loss = tf.reduce_sum(tf.square(features))
     grad = tape.gradient(loss, images).numpy()
     assert np.all(np.isfinite(grad))
     assert (np.abs(grad).sum(axis=(1, 2, 3)) > 0).all()
@@ -302,6 +304,9 @@ def test_published_parameter_counts():
     assert expected_params("convnet", (32, 32, 3), 10) == 320_010
     assert expected_params("convnet", (28, 28, 1), 10) == 317_706
     assert expected_params("resnet18", (32, 32, 3), 10) == 11_173_962
+    assert expected_params("vgg11", (32, 32, 3), 10) == 9_231_114
+    assert expected_params("alexnet", (32, 32, 3), 10) == 1_872_202
+    assert expected_params("mlp", (28, 28, 1), 10) == 118_282
 
 
 @pytest.mark.parametrize("name", ["convnet", "alexnet", "vgg11", "resnet18"])

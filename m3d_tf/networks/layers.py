@@ -62,7 +62,9 @@ def norm_layer(x, norm, *, name=None):
 
     "instancenorm": nn.GroupNorm(C, C, affine=True) == keras GroupNormalization(groups=C, eps 1e-5)
         (both: biased variance over H, W per sample and channel; gamma 1, beta 0).
-    "batchnorm": nn.BatchNorm2d(C): eps 1e-5, PyTorch momentum 0.1 == Keras momentum 0.9.
+    "batchnorm": nn.BatchNorm2d(C): eps 1e-5, PyTorch momentum 0.1 == Keras momentum 0.9 (the
+        running variance is biased in Keras, unbiased in PyTorch: a factor n / (n - 1) with
+        n = batch * H * W, negligible).
     "none": identity.
     """
     if norm == "instancenorm":
