@@ -46,6 +46,7 @@ derives seeds from (seed, iteration, class) and a run is exactly repeatable and 
 """
 
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -496,8 +497,9 @@ def siamese_augment(images, group_ids, seed, strategy, *, num_groups, flip=True)
     _check_strategy(strategy)
     seed = _check_seed(seed)
     images = _check_images(images)
-    if not isinstance(num_groups, int) or num_groups < 1:
+    if not isinstance(num_groups, numbers.Integral) or num_groups < 1:
         raise ValueError(f"num_groups must be a Python int >= 1; got {num_groups!r}.")
+    num_groups = int(num_groups)
     group_ids = tf.convert_to_tensor(group_ids)
     if group_ids.shape.rank != 1 or not group_ids.shape.is_compatible_with(images.shape[:1]):
         raise ValueError(

@@ -464,6 +464,11 @@ def test_bad_input_messages():
         augment.augment_per_sample(tf.zeros((4, 4, 3)), SEED, M3D)
     with pytest.raises(ValueError, match=r"num_groups must be a Python int >= 1; got 0"):
         augment.siamese_augment(x, [0, 1], SEED, M3D, num_groups=0)
+    with pytest.raises(ValueError, match=r"num_groups must be a Python int >= 1; got 2.0"):
+        augment.siamese_augment(x, [0, 1], SEED, M3D, num_groups=2.0)
+    out = augment.siamese_augment(x, [0, 1], SEED, M3D, num_groups=np.int64(2))
+    np.testing.assert_array_equal(out.numpy(), augment.siamese_augment(x, [0, 1], SEED, M3D,
+                                                                       num_groups=2).numpy())
     with pytest.raises(ValueError, match=r"group_ids must have shape \(N,\) = \(2,\) to match "
                                          r"images; got \(3,\)"):
         augment.siamese_augment(x, [0, 1, 1], SEED, M3D, num_groups=2)
