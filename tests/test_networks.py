@@ -137,9 +137,11 @@ def test_weights_same_seed_same_net_and_other_seed_differs():
     again = convnet_weights(tf.constant([3, 14], tf.int32), 3, 8, width=16, depth=2)
     traced = tf.function(lambda s: convnet_weights(s, 3, 8, width=16, depth=2))(SEED)
     other = convnet_weights(tf.constant([3, 15], tf.int64), 3, 8, width=16, depth=2)
-    for a, b, c, d in zip(first, again, traced, other):
+    numpy_ints = convnet_weights(SEED, np.int64(3), (np.int64(8), 8), width=np.int32(16), depth=2)
+    for a, b, c, d, e in zip(first, again, traced, other, numpy_ints):
         for key in ("kernel", "bias"):
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+            np.testing.assert_array_equal(a[key].numpy(), e[key].numpy())
             np.testing.assert_array_equal(a[key].numpy(), c[key].numpy())
             assert np.abs(a[key].numpy() - d[key].numpy()).min() > 0
     # Kernels and biases of different blocks come from different streams.

@@ -15,6 +15,8 @@ permutation of the feature axis, which preserves every inner product and Euclide
 every MMD kernel (linear, polynomial, Gaussian) and DM's mean-matching loss are unchanged.
 """
 
+import numbers
+
 import tensorflow as tf
 
 from m3d_tf.networks.initializers import torch_uniform_bound
@@ -96,7 +98,7 @@ def convnet_weights(
             f"convnet_weights needs a seed tensor of shape (2,); received shape {seed.shape}."
         )
     for arg, value in (("in_channels", in_channels), ("width", width), ("depth", depth)):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(
                 f"convnet_weights needs a positive int {arg}; received {arg}={value!r}."
             )
@@ -104,8 +106,9 @@ def convnet_weights(
         raise ValueError(
             f"convnet_weights: unknown norm={norm!r}; choose one of {', '.join(NORMS)}."
         )
-    height, wide = (image_size, image_size) if isinstance(image_size, int) else image_size
+    height, wide = (image_size,) * 2 if isinstance(image_size, numbers.Integral) else image_size
     convnet_feature_shape((height, wide, in_channels), width=width, depth=depth)
+    in_channels, width, depth = int(in_channels), int(width), int(depth)
     blocks = []
     channels = in_channels
     for d in range(depth):
