@@ -100,6 +100,7 @@ PROTOCOLS = {
     ),
 }
 ARCHITECTURES = tuple(networks.NETWORKS)
+_DTYPE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 # === PyTorch-style SGD ===
@@ -245,6 +246,7 @@ class EvalResult:
             validation).
         selected_epochs: per run, the 1-based epoch chosen on the validation split, or None.
         seconds_per_epoch: median wall time of a training epoch (mean over runs).
+        compute_dtype: the network's compute dtype, "float32" or "bfloat16".
     """
 
     mean: float
@@ -257,6 +259,7 @@ class EvalResult:
     final_accuracies: tuple
     selected_epochs: tuple = None
     seconds_per_epoch: float = 0.0
+    compute_dtype: str = "float32"
 
     def __str__(self):
         runs = len(self.accuracies)
@@ -413,12 +416,17 @@ class Trainer:
         batch_size: images per step (the protocol's, at most the set size).
         seed: the evaluation seed; run r's network, shuffles, augmentations and CutMix boxes are
             functions of (seed, r, epoch, batch).
+        compute_dtype: None (Keras' global dtype policy), "float32", or "bfloat16" (Keras'
+            "mixed_bfloat16" policy for the network: float32 weights, bfloat16 matmuls and convs;
+            the augmentation, loss and update stay float32).
     """
 
-    def __init__(self, arch, image_shape, num_classes, protocol, *, flip, batch_size, seed):
+    def __init__(self, arch, image_shape, num_classes, protocol, *, flip, batch_size, seed,
+                 compute_dtype=None):
         self.arch, self.image_shape, self.num_classes = arch, tuple(image_shape), num_classes
         self.protocol, self.flip, self.batch_size, self.seed = protocol, flip, batch_size, seed
-        self.model = networks.build_network(arch, self.image_shape, num_classes, seed=0)
+        self.compute_dtype = compute_dtype
+        self.model = self._build(0)
         self.optimizer = CoupledSGD(protocol.learning_rate, protocol.momentum,
                                     protocol.weight_decay)
         self.optimizer.build(self.model.trainable_variables)
@@ -432,9 +440,7 @@ class Trainer:
 
     def reset(self, run):
         """Fresh initial weights of `run` (build_network seeded by run_seed) and optimiser."""
-        fresh = networks.build_network(self.arch, self.image_shape, self.num_classes,
-                                       seed=run_seed(self.seed, run))
-        self.model.set_weights(fresh.get_weights())
+        self.model.set_weights(self._build(run_seed(self.seed, run)).get_weights())
         for buffer in self.optimizer.momentums:
             buffer.assign(tf.zeros_like(buffer))
         self.optimizer.iterations.assign(0)
@@ -455,6 +461,16 @@ class Trainer:
             correct += int(np.sum(predicted == labels[start:start + batch_size]))
         return correct / len(images)
 
+    def _build(self, seed):
+        if self.compute_dtype is None:
+            return networks.build_network(self.arch, self.image_shape, self.num_classes, seed=seed)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(_DTYPE_POLICIES[self.compute_dtype])
+        try:
+            return networks.build_network(self.arch, self.image_shape, self.num_classes, seed=seed)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
     def _predict(self, images):
         return tf.argmax(self.model(images, training=False), axis=-1, output_type=tf.int32)
 
@@ -469,7 +485,7 @@ class Trainer:
             x, ratio = cutmix(x, partner, box)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.model(x, training=True)
+            logits = tf.cast(self.model(x, training=True), tf.float32)
             loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
                 y, logits, from_logits=True))
             if partner is not None:
@@ -539,7 +555,8 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
 
 def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std, protocol="idc",
              arch="convnet", runs=3, epochs=1000, seed=0, flip=True, num_classes=None,
-             validation=None, validate_every=None, eval_batch_size=500, progress=None):
+             validation=None, validate_every=None, eval_batch_size=500, compute_dtype=None,
+             progress=None):
     """Trains `runs` fresh networks on a (decoded) synthetic set; their real test accuracy.
 
     Args:
@@ -561,6 +578,9 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
             reported. The test split never influences what is reported.
         validate_every: default max(1, epochs // 20).
         eval_batch_size: images per forward pass when testing.
+        compute_dtype: None (Keras' global dtype policy, float32 by default), "float32", or
+            "bfloat16": the network's convs and matmuls in bfloat16 with float32 weights (Keras
+            "mixed_bfloat16"), 1.5-2x faster on CPUs with AVX-512 BF16; not the published setting.
         progress: None or callable(Progress) called after every epoch (e.g. ProgressPrinter()).
 
     Returns:
@@ -576,6 +596,8 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     """
     chosen = check_choice("protocol", protocol, PROTOCOLS)
     check_choice("arch", arch, networks.NETWORKS)
+    if compute_dtype is not None:
+        check_choice("compute_dtype", compute_dtype, _DTYPE_POLICIES)
     runs = _positive_int("runs", runs)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer. Received seed={seed!r}.")
@@ -619,7 +641,8 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     train = ((x_train - mean) / std, y_train)
     test = ((x_test - mean) / std, y_test)
     trainer = Trainer(arch, x_train.shape[1:], num_classes, chosen, flip=flip,
-                      batch_size=min(chosen.batch_size, len(x_train)), seed=seed)
+                      batch_size=min(chosen.batch_size, len(x_train)), seed=seed,
+                      compute_dtype=compute_dtype)
     started = time.perf_counter()
     finals, accuracies, selected, speeds = [], [], [], []
     for run in range(runs):
@@ -641,6 +664,7 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
         final_accuracies=tuple(finals),
         selected_epochs=None if validation is None else tuple(selected),
         seconds_per_epoch=float(np.mean(speeds)),
+        compute_dtype=trainer.model.compute_dtype,
     )
 
 

@@ -128,6 +128,42 @@ def test_one_epoch_is_one_pytorch_sgd_step_and_schedule_reaches_the_graph():
     assert all(not np.any(m.numpy()) for m in trainer.optimizer.momentums)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["alexnet", "vgg11", "resnet18"])
+def test_every_architecture_trains_in_the_loop(arch):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(6, 28, 28, 1)).astype(np.float32))
+    y = tf.constant(np.arange(6) % 3, tf.int32)
+    trainer = ev.Trainer(arch, (28, 28, 1), 3, ev.PROTOCOLS["idc"], flip=True, batch_size=6,
+                         seed=0)
+    trainer.reset(0)
+    before = [v.numpy() for v in trainer.model.trainable_variables]
+    loss = trainer.fit_epoch(x, y, 0, 10)  # DSA + CutMix + one SGD step
+    assert np.isfinite(loss) and 0.5 < loss < 5.0, loss  # about ln 3 at initialisation
+    after = [v.numpy() for v in trainer.model.trainable_variables]
+    assert all(np.all(np.isfinite(w)) for w in after)
+    assert all(not np.array_equal(w0, w) for w0, w in zip(before, after))
+
+
+def test_bfloat16_compute_keeps_float32_weights_and_the_global_policy():
+    policy = keras.config.dtype_policy().name
+    x = tf.constant(np.random.default_rng(2).normal(size=(6, 28, 28, 1)).astype(np.float32))
+    y = tf.constant(np.arange(6) % 3, tf.int32)
+    losses, initial = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        trainer = ev.Trainer("convnet", (28, 28, 1), 3, ev.PROTOCOLS["dm"], flip=True,
+                             batch_size=6, seed=0, compute_dtype=dtype)
+        assert keras.config.dtype_policy().name == policy
+        assert trainer.model.compute_dtype == dtype
+        assert {v.dtype for v in trainer.model.weights} == {"float32"}
+        trainer.reset(0)
+        initial[dtype] = [v.numpy() for v in trainer.model.weights]
+        losses[dtype] = trainer.fit_epoch(x, y, 0, 2)
+    for a, b in zip(initial["float32"], initial["bfloat16"]):
+        np.testing.assert_array_equal(a, b)
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+
+
 # === CutMix ===
 
 
@@ -209,6 +245,8 @@ def tiny():
         ({"runs": 0}, "runs must be a positive integer. Received runs=0."),
         ({"epochs": 2.5}, "epochs must be a positive integer. Received epochs=2.5."),
         ({"seed": -1}, "seed must be a non-negative integer. Received seed=-1."),
+        ({"compute_dtype": "float16"},
+         "Unknown compute_dtype='float16'; valid choices: float32, bfloat16."),
         ({"mean": (0.5, 0.5)}, r"mean must hold one finite number per channel \(1\)"),
         ({"std": (0.0,)}, r"std must be positive per channel"),
         ({"num_classes": 3}, r"the training set has no image of class\(es\) \[2\] of 3"),
