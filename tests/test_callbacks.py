@@ -9,65 +9,36 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from m3d_tf import callbacks, io, parameterization
+from m3d_tf import callbacks, io
+from m3d_tf.condenser import M3DCondenser
 
 NAMES = ["T-shirt/top", "Trouser", "Ankle boot"]
-TERMS = ("gauss_x0.25", "gauss_x4")
+TERMS = ("gauss_x0.25", "gauss_x0.5", "gauss_x1", "gauss_x2", "gauss_x4")  # M3D's default
 
 
-class PixelModel(keras.Model):
-    """A stand-in with the condenser's accessors: pixels pulled towards a target image."""
-
-    def __init__(self, num_classes=3, ipc=2, image_shape=(16, 16, 1), factor=2):
-        super().__init__()
-        self.num_classes, self.ipc, self.factor = num_classes, ipc, factor
-        self.pixels = self.add_weight(
-            shape=(num_classes * ipc, *image_shape),
-            initializer=keras.initializers.RandomUniform(0.0, 1.0, seed=0),
-        )
-        self.trackers = [keras.metrics.Mean(name) for name in ("mmd", *(f"mmd_{t}" for t in TERMS))]
-
-    @property
-    def metrics(self):
-        return self.trackers
-
-    def train_step(self, data):
-        target, _ = data
-        with tf.GradientTape() as tape:
-            terms = tf.stack([
-                tf.reduce_mean(tf.square(self.pixels - target)),
-                tf.reduce_mean(tf.abs(self.pixels - target)),
-            ])
-            loss = tf.reduce_sum(terms)
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, [self.pixels]), [self.pixels]))
-        for tracker, value in zip(self.trackers, [loss, terms[0], terms[1]]):
-            tracker.update_state(value)
-        return {m.name: m.result() for m in self.metrics}
-
-    def synthetic_images(self):
-        return np.array(self.pixels.numpy())
-
-    def synthetic_labels(self):
-        return np.repeat(np.arange(self.num_classes), self.ipc)
-
-    def decoded_images(self):
-        return np.asarray(parameterization.decode(self.pixels.numpy(), self.factor))
-
-    def decoded_labels(self):
-        return np.repeat(np.arange(self.num_classes), self.ipc * self.factor**2)
+def _condenser(num_classes=3, image_shape=(16, 16, 1)):
+    """A tiny real M3DCondenser: ipc 2, factor 2, a one-block ConvNet of width 8."""
+    condenser = M3DCondenser(
+        num_classes, image_shape, ipc=2, factor=2, init="noise", net_width=8, net_depth=1,
+        real_per_class=2, augmentation="none", ipm=2, seed=3,
+    )
+    return condenser.initialize((np.zeros((num_classes, *image_shape), np.float32),
+                                 np.arange(num_classes)))
 
 
 def _fit(model, board, steps, learning_rate=0.5):
     """Fits `steps` batches; returns {step: (logs, stored images, decoded images)}."""
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.5))
     record = {board.step: ({}, model.synthetic_images(), model.decoded_images())}
 
     def remember(batch, logs):
         step = board.step  # the board runs first, so it has counted this batch
         record[step] = (dict(logs), model.synthetic_images(), model.decoded_images())
 
-    target = np.full((1, *model.pixels.shape), 0.5, np.float32)
-    data = tf.data.Dataset.from_tensors((target, np.zeros(1))).repeat()
+    rng = np.random.default_rng(0)
+    real = rng.random((2 * model.num_classes, *model.image_shape), dtype=np.float32)
+    data = tf.data.Dataset.from_tensors((real, np.repeat(np.arange(model.num_classes), 2)))
+    data = data.repeat()
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
               callbacks=[board, keras.callbacks.LambdaCallback(on_train_batch_end=remember)])
     return record
@@ -92,7 +63,7 @@ def _png(value):
 
 
 def test_every_tag_is_logged_with_the_right_steps_and_values(tmp_path):
-    model = PixelModel()
+    model = _condenser()
     board = callbacks.TensorBoardCallback(tmp_path, class_names=NAMES, image_every=3, decoded=True)
     schedule = keras.optimizers.schedules.ExponentialDecay(0.5, decay_steps=1, decay_rate=0.5)
     record = _fit(model, board, steps=7, learning_rate=schedule)
@@ -136,7 +107,7 @@ def test_every_tag_is_logged_with_the_right_steps_and_values(tmp_path):
 
 
 def test_intervals_and_resumed_steps(tmp_path):
-    model = PixelModel(num_classes=2, ipc=1, image_shape=(4, 4, 3))
+    model = _condenser(num_classes=2, image_shape=(4, 4, 3))
     board = callbacks.TensorBoardCallback(tmp_path, scalar_every=2, image_every=4, initial_step=10)
     record = _fit(model, board, steps=5, learning_rate=0.25)
     events = _events(tmp_path)
@@ -146,7 +117,8 @@ def test_intervals_and_resumed_steps(tmp_path):
     assert [(s, float(v)) for s, v in events["learning_rate"][1]] == [(12, 0.25), (14, 0.25)]
     assert [s for s, _ in events["synthetic/grid"][1]] == [10, 12, 15]
     for step, value in events["synthetic/grid"][1]:  # no names: rows = largest label + 1
-        np.testing.assert_array_equal(_png(value), io.image_grid(record[step][1], [0, 1], 2))
+        expected = io.image_grid(record[step][1], [0, 0, 1, 1], 2)
+        np.testing.assert_array_equal(_png(value), expected)
 
 
 def test_bad_arguments():
@@ -168,4 +140,4 @@ def test_too_few_class_names_fail_at_the_start(tmp_path):
     board = callbacks.TensorBoardCallback(tmp_path, class_names=NAMES[:2])
     with pytest.raises(ValueError, match="got 2 class names but the synthetic labels reach "
                                          "class 2; pass one name per class"):
-        _fit(PixelModel(), board, steps=1)
+        _fit(_condenser(), board, steps=1)

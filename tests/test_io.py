@@ -188,6 +188,29 @@ def test_reloaded_set_trains_like_the_in_memory_one(tmp_path):
     np.testing.assert_allclose(synthetic.normalized(pixel), [[-2.0, 0.2, 0.35]], rtol=1e-6)
 
 
+def test_from_condenser_describes_the_condenser():
+    from m3d_tf.condenser import M3DCondenser
+
+    info = _info(image_shape=(8, 8, 1), names=["a", "b"], mean=(0.5,), std=(0.25,))
+    condenser = M3DCondenser(
+        2, (8, 8, 1), ipc=3, factor=2, init="noise", mean=(0.5,), std=(0.25,), seed=11
+    )
+    condenser.initialize((np.zeros((2, 8, 8, 1), np.float32), np.array([0, 1])))
+    synthetic = io.SyntheticSet.from_condenser(condenser, info, iterations=40, final_mmd=0.5)
+    assert _same(synthetic.images, condenser.synthetic_images())
+    images, labels = synthetic.decoded()
+    assert _same(images, condenser.decoded_images())
+    np.testing.assert_array_equal(labels, condenser.decoded_labels())
+    m = synthetic.metadata
+    described = (m["ipc"], m["factor"], m["seed"], m["iterations"], m["final_mmd"])
+    assert described == (3, 2, 11, 40, 0.5)
+    assert m["kernel"] == "gaussian_mix" and m["kernel_options"]["estimator"] == "biased"
+    assert m["condenser_config"] == json.loads(json.dumps(condenser.get_config()))
+    with pytest.raises(ValueError, match=r"has \(num_classes, image_shape\) = \(2, \[8, 8, 1\]\) "
+                                         r"but dataset 'toy' has \(3, \[16, 16, 1\]\)"):
+        io.SyntheticSet.from_condenser(condenser, _info(), iterations=40)
+
+
 # === No silent overwrite, no half-written set ===
 
 def test_saving_never_overwrites_silently(tmp_path):
