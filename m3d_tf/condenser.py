@@ -510,10 +510,12 @@ class M3DCondenser(keras.Model):
         gradients = tape.gradient(scaled, [self.pixels])
         self.optimizer.apply_gradients(zip(gradients, [self.pixels]))
 
-        self.mmd_tracker.update_state(loss)
+        # The logs carry this step's values (not a running mean over the
+        # epoch): condensation usually runs as one long epoch.
         per_kernel = tf.reduce_sum(terms, axis=0)
-        for i, tracker in enumerate(self.term_trackers):
-            tracker.update_state(per_kernel[i])
+        for tracker, value in zip(self.metrics, [loss, *tf.unstack(per_kernel)]):
+            tracker.reset_state()
+            tracker.update_state(value)
         return {m.name: m.result() for m in self.metrics}
 
     @property

@@ -1,0 +1,115 @@
+"""Checkpoints of a running condensation, for exact resume.
+
+A checkpoint holds the stored pixels, the optimiser's state (momentum buffers
+and its iteration counter) and a `run.json` with the settings that made it.
+Nothing else is needed: every random draw of M3DCondenser is a function of
+(seed, iteration), and `balanced_batches(..., start=iteration)` continues the
+real-data stream where it stopped, so a resumed run ends bit-identical to an
+uninterrupted one.
+
+    hooks = [CheckpointCallback(directory, run_settings, every=100)]
+    ... later, in a new process ...
+    condenser = build_condenser(...); condenser.compile(...)
+    step = restore_checkpoint(condenser, directory)
+"""
+
+import json
+import os
+import pathlib
+
+import keras
+import tensorflow as tf
+
+RUN_FILE = "run.json"
+
+
+def _checkpoint(condenser):
+    if getattr(condenser, "optimizer", None) is None:
+        raise ValueError("compile() the condenser before checkpointing or restoring it.")
+    if not condenser.optimizer.built:
+        condenser.optimizer.build([condenser.pixels])
+    return tf.train.Checkpoint(
+        pixels=condenser.pixels, initialized=condenser.initialized,
+        optimizer=condenser.optimizer,
+    )
+
+
+def read_run(directory):
+    """The settings stored with the checkpoints in `directory` (a dict).
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: run.json is not valid JSON.
+    """
+    path = pathlib.Path(directory) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint in {directory} ({RUN_FILE} is missing); run without --resume "
+            "to start a new condensation."
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete {directory} to start over.")
+
+
+def restore_checkpoint(condenser, directory):
+    """Restores the latest checkpoint of `directory` into a compiled condenser.
+
+    Returns:
+        int, the iteration the checkpoint was taken at.
+
+    Raises:
+        FileNotFoundError: `directory` holds no checkpoint.
+    """
+    checkpoint = _checkpoint(condenser)
+    latest = tf.train.latest_checkpoint(str(directory))
+    if latest is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {directory}; run without --resume to start a new condensation."
+        )
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    return int(condenser.optimizer.iterations.numpy())
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves pixels + optimiser state every `every` iterations and at the end.
+
+    Args:
+        directory: checkpoint directory (created if missing).
+        run: JSON-serialisable settings of the run, written to run.json so a
+            resume can check it continues the same run.
+        every: iterations between checkpoints.
+        max_to_keep: checkpoints kept (older ones are deleted).
+    """
+
+    def __init__(self, directory, run, *, every=100, max_to_keep=2):
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer. Received every={every!r}.")
+        self.directory = pathlib.Path(directory)
+        self.run = run
+        self.every = every
+        self.max_to_keep = max_to_keep
+        self._manager = None
+
+    def on_train_begin(self, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / f".{RUN_FILE}.tmp"
+        temporary.write_text(json.dumps(self.run, indent=2, sort_keys=True))
+        os.replace(temporary, self.directory / RUN_FILE)
+        self._manager = tf.train.CheckpointManager(
+            _checkpoint(self.model), str(self.directory), max_to_keep=self.max_to_keep
+        )
+
+    def _save(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        if self._manager.latest_checkpoint != os.path.join(str(self.directory), f"ckpt-{step}"):
+            self._manager.save(checkpoint_number=step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+            self._save()
+
+    def on_train_end(self, logs=None):
+        self._save()

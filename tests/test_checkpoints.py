@@ -1,0 +1,65 @@
+"""Exact resume: an interrupted and resumed condensation equals an uninterrupted one."""
+
+import numpy as np
+import pytest
+
+from m3d_tf import checkpoints
+from m3d_tf.data import DatasetInfo
+from m3d_tf.recipes import build_condenser, condense
+
+CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def real(fmnist_small):
+    keep = fmnist_small.y_train < CLASSES
+    info = DatasetInfo(
+        name="fashion_mnist", source="test", num_classes=CLASSES, image_shape=(28, 28, 1),
+        class_names=tuple(fmnist_small.class_names[:CLASSES]), mean=(0.29,), std=(0.35,),
+        split_sizes={"train": int(keep.sum())},
+    )
+    return fmnist_small.x_train[keep], fmnist_small.y_train[keep], info
+
+
+SMALL = dict(real_per_class=8, net_width=16, ipm=2)
+
+
+def test_resume_ends_with_the_same_set_as_an_uninterrupted_run(real, tmp_path):
+    images, labels, info = real
+    whole, _ = condense(images, labels, info, 2, iterations=5, learning_rate=0.5, seed=7, **SMALL)
+
+    # Stop after 3 iterations (a checkpoint at 2 and at the end, 3) ...
+    hook = checkpoints.CheckpointCallback(tmp_path / "ckpt", {"seed": 7}, every=2)
+    first, _ = condense(images, labels, info, 2, iterations=3, learning_rate=0.5, seed=7,
+                        callbacks=[hook], **SMALL)
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("ckpt-*.index")) == [
+        "ckpt-2.index", "ckpt-3.index"
+    ]
+    assert checkpoints.read_run(tmp_path / "ckpt") == {"seed": 7}
+
+    # ... and continue in a fresh condenser, as a new process would.
+    resumed = build_condenser(info, 2, seed=7, **SMALL)
+    resumed.compile(learning_rate=0.5)
+    step = checkpoints.restore_checkpoint(resumed, tmp_path / "ckpt")
+    assert step == 3
+    np.testing.assert_array_equal(resumed.synthetic_images(), first.synthetic_images())
+    resumed, _ = condense(images, labels, info, 2, iterations=5, seed=7, initial_step=step,
+                          condenser=resumed, **SMALL)
+    assert int(resumed.optimizer.iterations.numpy()) == 5
+    np.testing.assert_array_equal(resumed.synthetic_images(), whole.synthetic_images())
+    assert not np.array_equal(first.synthetic_images(), whole.synthetic_images())
+
+
+def test_restore_errors(real, tmp_path):
+    images, labels, info = real
+    condenser = build_condenser(info, 2, **SMALL)
+    with pytest.raises(ValueError, match=r"compile\(\) the condenser before"):
+        checkpoints.restore_checkpoint(condenser, tmp_path)
+    condenser.compile()
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*run without --resume"):
+        checkpoints.restore_checkpoint(condenser, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"run.json is missing"):
+        checkpoints.read_run(tmp_path)
+    (tmp_path / "run.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"is not valid JSON"):
+        checkpoints.read_run(tmp_path)
