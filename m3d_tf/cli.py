@@ -1,0 +1,369 @@
+"""The `m3d` command: parse, call the library, print a summary.
+
+    m3d condense --dataset fashion_mnist --ipc 10 --out sets/fm10
+    m3d evaluate sets/fm10 --protocol idc --runs 3
+    m3d baseline --method herding --dataset fashion_mnist --ipc 10 --out sets/fm10-herding
+    m3d show sets/fm10
+    m3d main            # the README's main job: M3D vs DM vs random on Fashion-MNIST, IPC 10
+
+Every error a user can cause ends in one line on stderr ("m3d: error: ...") and exit
+status 2; nothing here re-implements loading, condensing, saving or evaluating.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs, reported in one line."""
+
+
+# === Argument parsing ===
+
+
+def _positive(value):
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="m3d", description="Dataset condensation by multi-kernel MMD (M3D) for Keras 3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    condense = commands.add_parser("condense", help="learn a synthetic set from a dataset")
+    _dataset_args(condense)
+    condense.add_argument("--ipc", type=_positive, default=10, help="stored images per class")
+    condense.add_argument("--out", required=True, help="directory of the saved set (must not exist)")
+    condense.add_argument("--recipe", default="m3d", help="m3d (default) or dm")
+    condense.add_argument("--kernel", help="gaussian_mix, linear, polynomial or rbf_fixed")
+    condense.add_argument("--iterations", type=_positive, help="default: the recipe's")
+    condense.add_argument("--factor", type=_positive, help="multi-formation factor")
+    condense.add_argument("--real-per-class", type=_positive, help="real images per class per step")
+    condense.add_argument("--ipm", type=_positive, help="iterations per random model")
+    condense.add_argument("--lr", type=float, help="pixel learning rate")
+    condense.add_argument("--init", help="mix, real or noise")
+    condense.add_argument("--seed", type=int, default=0)
+    condense.add_argument("--bf16", action="store_true", help="bfloat16 random-net compute")
+    condense.add_argument("--xla", action="store_true", help="compile the step with XLA")
+    condense.add_argument("--strategy", choices=("default", "mirrored"), default="default")
+    condense.add_argument("--tensorboard", help="TensorBoard log directory")
+    condense.add_argument("--image-every", type=_positive, default=100,
+                          help="TensorBoard image grid every N iterations")
+    condense.add_argument("--checkpoint-every", type=_positive, default=100)
+    condense.add_argument("--resume", action="store_true",
+                          help="continue from OUT.checkpoint (same settings)")
+    condense.add_argument("--tfrecord", action="store_true", help="also save a TFRecord copy")
+
+    evaluate = commands.add_parser("evaluate", help="train fresh networks on a saved set")
+    evaluate.add_argument("set", help="directory of a saved set")
+    evaluate.add_argument("--dataset", help="real test data; default: the set's own dataset")
+    evaluate.add_argument("--data-dir", help="TFDS data directory")
+    evaluate.add_argument("--protocol", choices=("dm", "idc"), default="idc")
+    evaluate.add_argument("--runs", type=_positive, default=3)
+    evaluate.add_argument("--epochs", type=_positive, default=1000)
+    evaluate.add_argument("--arch", default="convnet", help="convnet, mlp, alexnet, vgg11, resnet18")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--tensorboard", help="also log the accuracies to this directory")
+
+    baseline = commands.add_parser("baseline", help="select a real subset at the same budget")
+    _dataset_args(baseline)
+    baseline.add_argument("--method", choices=("random", "herding", "kcenter"), required=True)
+    baseline.add_argument("--ipc", type=_positive, default=10)
+    baseline.add_argument("--out", required=True)
+    baseline.add_argument("--seed", type=int, default=0)
+
+    show = commands.add_parser("show", help="print a saved set's description and its PNG grid")
+    show.add_argument("set")
+    show.add_argument("--open", action="store_true", help="open the grid with the desktop viewer")
+
+    main = commands.add_parser("main", help="the README's main job (Fashion-MNIST, IPC 10)")
+    main.add_argument("--out", help="default: runs/main-<time>")
+    main.add_argument("--ipc", type=_positive, default=10)
+    main.add_argument("--iterations", type=_positive, default=300)
+    main.add_argument("--epochs", type=_positive, default=300)
+    main.add_argument("--runs", type=_positive, default=2)
+    main.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _dataset_args(parser):
+    parser.add_argument(
+        "--dataset", default="fashion_mnist",
+        help="a TFDS name (fashion_mnist, mnist, cifar10, cifar100, svhn) or idx:DIR, npz:FILE, "
+        "folder:DIR, tfrecord:GLOB",
+    )
+    parser.add_argument("--data-dir", help="TFDS data directory")
+
+
+# === Shared steps ===
+
+
+def _load(source, split, data_dir=None):
+    from m3d_tf import data
+
+    return data.load_arrays(source, split, data_dir=data_dir)
+
+
+def _say(message):
+    print(message, flush=True)
+
+
+def _strategy(name):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _table(rows, headers):
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _check_new_dir(path, flag="--out"):
+    if pathlib.Path(path).exists():
+        raise UsageError(
+            f"{flag} {path} already exists; choose a new directory (saved sets are never "
+            "overwritten)."
+        )
+
+
+def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=False, **overrides):
+    """Runs (or resumes) one condensation and saves the set; returns (set, seconds)."""
+    from m3d_tf import callbacks, checkpoints, io, recipes
+
+    checkpoint_dir = pathlib.Path(f"{out}.checkpoint")
+    run = {
+        "dataset": args.dataset, "ipc": args.ipc, "recipe": recipe, "iterations": iterations,
+        "seed": args.seed, "learning_rate": getattr(args, "lr", None),
+        "overrides": {k: v for k, v in overrides.items()},
+    }
+    strategy = _strategy(getattr(args, "strategy", "default"))
+    condenser, start = None, 0
+    if getattr(args, "resume", False):
+        saved = checkpoints.read_run(checkpoint_dir)
+        changed = sorted(k for k in run if k != "iterations" and saved.get(k) != run[k])
+        if changed:
+            raise UsageError(
+                f"--resume: {checkpoint_dir} was made with different settings ("
+                + ", ".join(f"{k}: {saved.get(k)!r} then, {run[k]!r} now" for k in changed)
+                + "); rerun with the original flags or start a new --out."
+            )
+        with strategy.scope():
+            condenser = recipes.build_condenser(
+                info, args.ipc, recipe=recipe, seed=args.seed, **overrides
+            )
+            condenser.compile(learning_rate=saved["learning_rate_used"],
+                              jit_compile=getattr(args, "xla", False))
+            start = checkpoints.restore_checkpoint(condenser, checkpoint_dir)
+        _say(f"resuming {checkpoint_dir} at iteration {start} of {iterations}")
+    elif checkpoint_dir.exists():
+        raise UsageError(
+            f"{checkpoint_dir} exists from an earlier run; pass --resume to continue it, or "
+            "delete it to start over."
+        )
+    chosen = recipes.get_recipe(recipe)
+    rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
+    run["learning_rate_used"] = rate
+    hooks = [checkpoints.CheckpointCallback(checkpoint_dir, run, every=getattr(args, "checkpoint_every", 100))]
+    if getattr(args, "tensorboard", None):
+        hooks.append(callbacks.TensorBoardCallback(
+            args.tensorboard, class_names=info.class_names,
+            image_every=getattr(args, "image_every", 100), initial_step=start,
+        ))
+    started = time.time()
+    with strategy.scope():
+        if condenser is None:
+            condenser = recipes.build_condenser(
+                info, args.ipc, recipe=recipe, seed=args.seed, **overrides
+            )
+            condenser.initialize((images, labels))
+            condenser.compile(learning_rate=rate, jit_compile=getattr(args, "xla", False))
+    condenser, history = recipes.condense(
+        images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
+        callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
+    )
+    seconds = time.time() - started
+    final = history.get("mmd", [None])[-1]
+    synthetic = io.SyntheticSet.from_condenser(
+        condenser, info, iterations=iterations, final_mmd=final, method=chosen.method
+    )
+    formats = ("npz", "tfrecord") if getattr(args, "tfrecord", False) else ("npz",)
+    io.save_set(out, synthetic, formats=formats)
+    return synthetic, seconds
+
+
+def _evaluate(synthetic, test_images, test_labels, *, protocol, arch, runs, epochs, seed):
+    from m3d_tf import evaluate
+
+    images, labels = synthetic.decoded()
+    meta = synthetic.metadata
+    return evaluate.evaluate(
+        images, labels, test_images, test_labels, mean=meta["mean"], std=meta["std"],
+        protocol=protocol, arch=arch, runs=runs, epochs=epochs, seed=seed,
+        flip=meta["dataset"] not in ("mnist", "svhn", "svhn_cropped"),
+        num_classes=meta["num_classes"], progress=evaluate.ProgressPrinter(),
+    )
+
+
+def _check_matches(synthetic, info, source):
+    meta = synthetic.metadata
+    if (meta["num_classes"], list(meta["image_shape"])) != (info.num_classes, list(info.image_shape)):
+        raise UsageError(
+            f"the set has {meta['num_classes']} classes of shape {tuple(meta['image_shape'])} but "
+            f"{source} has {info.num_classes} classes of shape {tuple(info.image_shape)}; evaluate "
+            "it against the dataset it was condensed from."
+        )
+
+
+# === Commands ===
+
+
+def cmd_condense(args):
+    _check_new_dir(args.out)
+    images, labels, info = _load(args.dataset, "train", args.data_dir)
+    overrides = {
+        k: v for k, v in dict(
+            kernel=args.kernel, factor=args.factor, real_per_class=args.real_per_class,
+            ipm=args.ipm, init=args.init, compute_dtype="bfloat16" if args.bf16 else None,
+        ).items() if v is not None
+    }
+    iterations = args.iterations
+    if iterations is None:
+        from m3d_tf import recipes
+
+        iterations = recipes.get_recipe(args.recipe).iterations
+    synthetic, seconds = _condense(
+        args, images, labels, info, out=args.out, recipe=args.recipe, iterations=iterations,
+        **overrides,
+    )
+    meta = synthetic.metadata
+    _say(_table(
+        [[args.out, meta["method"], meta["ipc"], meta["factor"], meta["kernel"], iterations,
+          f"{meta['final_mmd']:.4f}" if meta["final_mmd"] is not None else "-", f"{seconds:.0f}"]],
+        ["set", "method", "ipc", "factor", "kernel", "iterations", "final MMD", "seconds"],
+    ))
+    _say(f"grid: {pathlib.Path(args.out) / 'grid.png'}")
+
+
+def cmd_evaluate(args):
+    from m3d_tf import callbacks, io
+
+    synthetic = io.load_set(args.set)
+    source = args.dataset or synthetic.metadata["dataset"]
+    test_images, test_labels, info = _load(source, "test", args.data_dir)
+    _check_matches(synthetic, info, source)
+    result = _evaluate(synthetic, test_images, test_labels, protocol=args.protocol,
+                       arch=args.arch, runs=args.runs, epochs=args.epochs, seed=args.seed)
+    if args.tensorboard:
+        callbacks.log_evaluation(args.tensorboard, result.accuracies,
+                                 step=synthetic.metadata["iterations"])
+    meta = synthetic.metadata
+    _say(_table(
+        [[args.set, meta["method"], meta["ipc"], args.arch, args.protocol, args.epochs, args.runs,
+          f"{100 * result.mean:.2f} ± {100 * result.std:.2f}"]],
+        ["set", "method", "ipc", "arch", "protocol", "epochs", "runs", "test accuracy (%)"],
+    ))
+
+
+def cmd_baseline(args):
+    from m3d_tf import baselines, io
+
+    _check_new_dir(args.out)
+    images, labels, info = _load(args.dataset, "train", args.data_dir)
+    synthetic = baselines.baseline_set(args.method, images, labels, args.ipc, info, seed=args.seed)
+    io.save_set(args.out, synthetic)
+    _say(f"{args.method} subset of {args.ipc} images per class saved to {args.out}")
+
+
+def cmd_show(args):
+    from m3d_tf import io
+
+    synthetic = io.load_set(args.set)
+    meta = synthetic.metadata
+    grid = pathlib.Path(args.set) / "grid.png"
+    rows = [[k, json.dumps(meta[k])] for k in (
+        "method", "dataset", "num_classes", "image_shape", "ipc", "factor", "kernel",
+        "iterations", "seed", "final_mmd", "library_version", "created",
+    )]
+    _say(_table(rows, ["key", "value"]))
+    _say(f"grid: {grid}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(grid.resolve().as_uri())
+
+
+def cmd_main(args):
+    """Condense Fashion-MNIST at IPC 10 with M3D and DM, pick a random subset, evaluate all."""
+    from m3d_tf import baselines, io
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = pathlib.Path(args.out or f"runs/main-{stamp}")
+    _check_new_dir(out)
+    out.mkdir(parents=True)
+    args.dataset, args.strategy, args.checkpoint_every = "fashion_mnist", "default", 100
+    images, labels, info = _load("fashion_mnist", "train")
+    test_images, test_labels, _ = _load("fashion_mnist", "test")
+    _say(f"Fashion-MNIST via {info.source}: {len(images)} train, {len(test_images)} test images")
+
+    sets, seconds = {}, {}
+    for recipe in ("m3d", "dm"):
+        _say(f"\n== condensing with {recipe.upper()}: IPC {args.ipc}, {args.iterations} iterations ==")
+        args.tensorboard = str(out / "tensorboard" / recipe)
+        sets[recipe], seconds[recipe] = _condense(
+            args, images, labels, info, out=out / recipe, recipe=recipe,
+            iterations=args.iterations, real_per_class=64, compute_dtype="bfloat16",
+        )
+    started = time.time()
+    sets["random"] = baselines.baseline_set("random", images, labels, args.ipc, info, seed=args.seed)
+    io.save_set(out / "random", sets["random"])
+    seconds["random"] = time.time() - started
+
+    rows = []
+    for name, synthetic in sets.items():
+        _say(f"\n== evaluating {name}: {args.runs} ConvNet-3 runs x {args.epochs} epochs (IDC protocol) ==")
+        result = _evaluate(synthetic, test_images, test_labels, protocol="idc", arch="convnet",
+                           runs=args.runs, epochs=args.epochs, seed=args.seed)
+        meta = synthetic.metadata
+        rows.append([name, meta["ipc"], meta["factor"], meta["iterations"],
+                     f"{seconds[name]:.0f}", f"{100 * result.mean:.2f} ± {100 * result.std:.2f}"])
+    table = _table(rows, ["method", "ipc", "factor", "iterations", "seconds", "test accuracy (%)"])
+    (out / "summary.txt").write_text(table + "\n")
+    _say("\n" + table)
+    _say(f"\nsets and grids: {out}/<method>/grid.png; TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+
+
+COMMANDS = {
+    "condense": cmd_condense, "evaluate": cmd_evaluate, "baseline": cmd_baseline,
+    "show": cmd_show, "main": cmd_main,
+}
+
+
+def main(argv=None):
+    """Entry point of the `m3d` console script; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"m3d: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
