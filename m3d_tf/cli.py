@@ -90,8 +90,8 @@ def _parser():
     main = commands.add_parser("main", help="the README's main job (Fashion-MNIST, IPC 10)")
     main.add_argument("--out", help="default: runs/main-<time>")
     main.add_argument("--ipc", type=_positive, default=10)
-    main.add_argument("--iterations", type=_positive, default=300)
-    main.add_argument("--epochs", type=_positive, default=300)
+    main.add_argument("--iterations", type=_positive, default=200)
+    main.add_argument("--epochs", type=_positive, default=100)
     main.add_argument("--runs", type=_positive, default=2)
     main.add_argument("--seed", type=int, default=0)
     return parser

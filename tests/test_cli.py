@@ -130,3 +130,21 @@ def test_evaluating_against_another_dataset_is_refused(npz, tmp_path, capsys, fm
     assert status == 2
     assert "the set has 3 classes of shape (28, 28, 1) but npz:" in err
     assert "has 2 classes of shape (8, 8, 3)" in err
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    out = tmp_path / "main"
+    status, stdout, err = _run(capsys, "main", "--out", out, "--iterations", 2, "--epochs", 1,
+                               "--runs", 1)
+    assert status == 0, err
+    table = (out / "summary.txt").read_text().splitlines()
+    assert [row.split()[0] for row in table[2:]] == ["m3d", "dm", "random"]
+    for method, factor in (("m3d", 2), ("dm", 1), ("random", 1)):
+        saved = io.load_set(out / method)
+        assert saved.metadata["method"] == method and saved.metadata["factor"] == factor
+        assert saved.images.shape == (100, 28, 28, 1)
+        assert (out / method / "grid.png").is_file()
+    for recipe in ("m3d", "dm"):
+        assert list((out / "tensorboard" / recipe).glob("events.out.tfevents.*"))
+    assert stdout.rstrip().splitlines()[-1].startswith("sets and grids:")
