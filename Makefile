@@ -2,7 +2,7 @@
 # (a Debian 13 root on Debian 12 hosts, a venv where glibc >= 2.39); see README.md.
 ENV := scripts/m3d-env
 
-.PHONY: run test env info shell lock
+.PHONY: run test pipeline env info shell lock
 
 # The main job. For now a Fashion-MNIST data summary (m3d_tf/__main__.py).
 run:
@@ -11,6 +11,13 @@ run:
 # The whole suite, TFX tests included; pytest's summary closes the output.
 test:
 	$(ENV) run python -m pytest -ra tests
+
+# The TFX pipeline end to end on Fashion-MNIST, locally (pipelines/local.py): DatasetGen,
+# M3DCondense, Trainer, Evaluator; artifacts and ML Metadata under runs/pipeline. A short run by
+# default; e.g. PIPELINE_ARGS="--iterations 5000 --epochs 1000" for the m3d recipe in full.
+PIPELINE_ARGS ?= --iterations 200 --epochs 100
+pipeline:
+	$(ENV) run python -m pipelines.local --root runs/pipeline $(PIPELINE_ARGS)
 
 # Build (or reuse) the environment only.
 env:

@@ -66,3 +66,14 @@ def data_dirs(tmp_path):
     for path in dirs:
         path.mkdir()
     return dirs
+
+
+# === TFX (components/, pipelines/): Keras 3 stays tf.keras for the whole session ===
+# Importing TFX imports tensorflow_transform, which sets TF_USE_LEGACY_KERAS=1 in os.environ when
+# the variable is unset; later tests in this process and every subprocess they start would then
+# get Keras 2 as tf.keras. "0" is what the project runs with (components/__init__.py,
+# pipelines/Dockerfile); setdefault keeps a value set outside, which test_environment checks.
+
+import os  # noqa: E402
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "0")

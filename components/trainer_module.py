@@ -1,0 +1,137 @@
+"""Module for the standard TFX Trainer: an evaluation network trained on the condensed examples.
+
+The Trainer is given `run_fn="components.trainer_module.run_fn"` and M3DCondense's
+`condensed_examples`. run_fn trains a fresh network (m3d_tf.networks; ConvNet-3 by default) on
+Split-train with the augmentation and SGD schedule of an m3d_tf.evaluate protocol ("idc": M3D's;
+"dm"), exactly as m3d_tf.evaluate trains one run, and exports a SavedModel whose serving_default
+signature maps serialized tf.Example (the m3d_tf.io encoding: feature "image", float32 bytes in
+[0, 1]) to {"probabilities": float32 (B, num_classes)}. The dataset's mean/std normalisation is
+inside the signature, so the Evaluator and any server feed raw examples.
+
+custom_config (all optional): epochs (300), protocol ("idc"), arch ("convnet"), seed (0),
+flip (None: horizontal flips unless the dataset is digits, m3d_tf.recipes.DIGIT_DATASETS).
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from m3d_tf import evaluate, io, networks, recipes
+
+DEFAULTS = {"epochs": 300, "protocol": "idc", "arch": "convnet", "seed": 0, "flip": None}
+METADATA_FILE = "metadata.json"  # components.condense.METADATA_FILE, beside the splits
+
+
+def _read_files(patterns):
+    """(float32 images, int64 labels) of every file matching the Trainer's glob patterns."""
+    parts = [io.read_examples(pattern) for pattern in patterns]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _read_metadata(patterns):
+    """The condensed set's metadata: {examples uri}/metadata.json, above Split-train/."""
+    path = os.path.join(os.path.dirname(os.path.dirname(patterns[0])), METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing: components.trainer_module trains on M3DCondense's "
+            "condensed_examples, which carry the set's metadata (classes, mean, std) there."
+        )
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _parse_images(serialized, image_shape):
+    """float32 (B, H, W, C) pixels of serialized m3d_tf.io tf.Examples (labels not needed)."""
+    features = tf.io.parse_example(serialized, {"image": tf.io.FixedLenFeature([], tf.string)})
+    pixels = tf.io.decode_raw(features["image"], tf.float32, little_endian=True)
+    return tf.reshape(pixels, (-1, *image_shape))
+
+
+def _export(model, directory, image_shape, mean, std):
+    """tf.saved_model.save with serving_default over serialized tf.Example (Keras 3)."""
+    mean = tf.constant(mean, tf.float32)
+    std = tf.constant(std, tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(serialized):
+        images = _parse_images(serialized, image_shape)
+        logits = model((images - mean) / std, training=False)
+        return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    tf.saved_model.save(model, directory, signatures={"serving_default": serve})
+
+
+def train_network(images, labels, metadata, *, epochs, protocol, arch, seed, flip, log_dir=None):
+    """Trains run 0 of an m3d_tf.evaluate protocol on (decoded) synthetic images.
+
+    Args:
+        images: float32 (N, H, W, C) in [0, 1]. labels: int (N,).
+        metadata: the set's m3d_tf.io metadata (num_classes, mean, std).
+        epochs, protocol, arch, seed, flip: as m3d_tf.evaluate.evaluate.
+        log_dir: None, or a TensorBoard directory for the per-epoch training loss.
+
+    Returns:
+        (evaluate.Trainer holding the trained keras.Model, its final epoch loss).
+    """
+    chosen = evaluate.check_choice("protocol", protocol, evaluate.PROTOCOLS)
+    evaluate.check_choice("arch", arch, networks.NETWORKS)
+    mean = np.asarray(metadata["mean"], np.float32)
+    std = np.asarray(metadata["std"], np.float32)
+    trainer = evaluate.Trainer(
+        arch, images.shape[1:], metadata["num_classes"], chosen, flip=flip,
+        batch_size=min(chosen.batch_size, len(images)), seed=seed,
+    )
+    trainer.reset(0)
+    x = tf.constant((images - mean) / std)
+    y = tf.constant(labels.astype(np.int32))
+    writer = None if log_dir is None else tf.summary.create_file_writer(log_dir)
+    loss = float("nan")
+    for epoch in range(epochs):
+        loss = trainer.fit_epoch(x, y, epoch, epochs)
+        if writer is not None:
+            with writer.as_default():
+                tf.summary.scalar("train/loss", loss, step=epoch + 1)
+    if writer is not None:
+        writer.close()
+    return trainer, loss
+
+
+def run_fn(fn_args):
+    """TFX Trainer will call this function.
+
+    Args:
+        fn_args: tfx.components.FnArgs: train_files, eval_files (glob patterns of the condensed
+            examples), serving_model_dir, model_run_dir, custom_config (module docstring).
+
+    Raises:
+        ValueError: an unknown custom_config key, protocol or arch.
+        FileNotFoundError: examples without the condensed set's metadata.json.
+    """
+    config = dict(fn_args.custom_config or {})
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"trainer custom_config has unknown keys {unknown}; valid keys: {', '.join(DEFAULTS)}."
+        )
+    config = {**DEFAULTS, **config}
+    metadata = _read_metadata(fn_args.train_files)
+    flip = config["flip"]
+    if flip is None:
+        flip = metadata.get("dataset") not in recipes.DIGIT_DATASETS
+    images, labels = _read_files(fn_args.train_files)
+    trainer, loss = train_network(
+        images, labels, metadata, epochs=int(config["epochs"]), protocol=config["protocol"],
+        arch=config["arch"], seed=int(config["seed"]), flip=bool(flip),
+        log_dir=fn_args.model_run_dir,
+    )
+    eval_images, eval_labels = _read_files(fn_args.eval_files)
+    mean = np.asarray(metadata["mean"], np.float32)
+    std = np.asarray(metadata["std"], np.float32)
+    accuracy = trainer.accuracy((eval_images - mean) / std, eval_labels, 500)
+    logging.info("trainer_module: %d epochs, final loss %.4f, accuracy on Split-eval %.4f",
+                 config["epochs"], loss, accuracy)
+    _export(trainer.model, fn_args.serving_model_dir, tuple(images.shape[1:]),
+            metadata["mean"], metadata["std"])
