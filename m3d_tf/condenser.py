@@ -25,8 +25,6 @@ Example:
     pixels = condenser.synthetic_images()
 """
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
