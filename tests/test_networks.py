@@ -15,6 +15,7 @@ from m3d_tf.networks import (
     convnet_features,
     convnet_weights,
     instance_norm,
+    norm_relu_pool,
 )
 from m3d_tf.networks import layers as net_layers
 from reference import np_conv2d, np_convnet_features, np_instance_norm
@@ -127,6 +128,23 @@ def test_instance_norm_matches_oracle_and_keras_group_norm():
     layer.build(x.shape)
     layer.set_weights([gamma, beta])
     np.testing.assert_allclose(layer(x.astype(np.float32)).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 6, 3), (1, 5, 5, 2)])  # odd sizes: pooling floors
+def test_norm_relu_pool_gradient_matches_finite_differences(shape):
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(1.0, 2.0, shape))
+    gamma = tf.constant(rng.uniform(0.5, 2, shape[-1]))
+    beta = tf.constant(rng.normal(0, 0.5, shape[-1]))
+    composed = tf.nn.avg_pool2d(tf.nn.relu(instance_norm(x, gamma, beta)), 2, 2, "VALID")
+    np.testing.assert_allclose(norm_relu_pool(x, gamma, beta).numpy(), composed.numpy(), rtol=1e-12)
+    # Our closed-form backward (theoretical) against central differences (numerical), for every
+    # input, through a weighting that makes each output count differently.
+    weight = tf.constant(rng.normal(size=composed.shape))
+    loss = lambda *args: tf.reduce_sum(norm_relu_pool(*args) * weight)
+    theoretical, numerical = tf.test.compute_gradient(loss, [x, gamma, beta], delta=1e-6)
+    for ours, reference in zip(theoretical, numerical):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
 
 
 # === Random ConvNet: weights ===

@@ -16,6 +16,7 @@ from m3d_tf.networks.random_convnet import (
     convnet_features,
     convnet_weights,
     instance_norm,
+    norm_relu_pool,
 )
 from m3d_tf.networks.resnet import build_resnet18
 from m3d_tf.networks.vgg import build_vgg11
@@ -108,4 +109,5 @@ __all__ = [
     "convnet_features",
     "convnet_weights",
     "instance_norm",
+    "norm_relu_pool",
 ]
