@@ -8,25 +8,31 @@ Workload: 32x32x3 images, 10 classes, 10 stored images per class (ipc), 256 real
 class in every batch, the random ConvNet-3 (width 128, instance norm). No CIFAR-10 ships with
 any registry we can reach, so the real images are random uint8 pixels of that shape (with CIFAR's
 per-channel mean and std for the normalisation): every op here costs the same whatever the
-pixel values. Two modes:
+pixel values. Three modes:
 
-    dm   kernel="linear", ipm=1, factor=1, augmentation="color_crop_cutout_flip_scale_rotate",
-         init="real"                    (DM: 10 synthetic images per class enter each step)
-    m3d  kernel="gaussian_mix", ipm=5, factor=2, augmentation="color_crop_cutout", init="mix"
+    dm      kernel="linear", ipm=1, factor=1, augmentation="color_crop_cutout_flip_scale_rotate",
+            init="real"                 (DM: 10 synthetic images per class enter each step)
+    m3d     kernel="gaussian_mix", ipm=5, factor=2, augmentation="color_crop_cutout", init="mix"
                                         (M3D: 10 x 2^2 = 40 decoded images per class)
+    m3d_f1  M3D with factor=1           (M3D's objective on DM's 10 images per class: what the
+                                        multi-kernel MMD itself costs over DM's linear one)
 
 Seconds per iteration are timed through `M3DCondenser.fit` on `m3d_tf.data.balanced_batches`
 (the data pipeline, Keras' loop and the optimiser included): the time between the ends of
 consecutive steps, median over the timed steps after a warm-up (tracing and XLA compilation).
+The process CPU seconds of the same steps are reported too: the work done, which other
+processes on the machine disturb much less than the wall time.
 
 Achieved GFLOP/s, in the spirit of nanoGPT's `estimate_mfu`, counts only the convolutions
 (multiply + add = 2 FLOP), since they are almost all the arithmetic:
 
     F   = sum over blocks d of 2 * 9 * c_in(d) * width * h(d) * w(d)   (one image, forward)
         = 2 * 9 * (3*128*32*32 + 128*128*16*16 + 128*128*8*8) = 0.1014 GFLOP for ConvNet-3
-    per step = F * (C * real_per_class + 2 * C * m)
+    per step = F * (C * n + 2 * C * m)
 
-with m the synthetic images per class in the step (ipc * factor^2, at most 200). The real images
+with C classes, n real images per class and m synthetic images per class in the step
+(ipc * factor^2, at most 200): 280 GFLOP in DM mode, 341 in M3D mode (so factor 2 cannot
+run in less than 341 / 280 = 1.22x DM's time at equal efficiency). The real images
 only go forward (no gradient). The synthetic images go forward and backward; the backward pass
 needs only the gradient with respect to each conv's input (the random net is not trained, so no
 filter gradients), which costs what the forward conv costs: hence 2 F, not nanoGPT's 3 F. Not
@@ -80,8 +86,11 @@ MODES = {
     "m3d": dict(
         kernel="gaussian_mix", ipm=5, factor=2, augmentation="color_crop_cutout", init="mix",
     ),
+    "m3d_f1": dict(
+        kernel="gaussian_mix", ipm=5, factor=1, augmentation="color_crop_cutout", init="mix",
+    ),
 }
-LEARNING_RATE = {"dm": lambda ipc: 0.1, "m3d": lambda ipc: float(ipc)}
+LEARNING_RATE = {"dm": lambda ipc: 0.1, "m3d": float, "m3d_f1": float}
 BASE = dict(classes=10, real=256, ipc=10)
 
 
@@ -101,6 +110,7 @@ def machine():
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "environment": os.environ.get("M3D_ENV", "not scripts/m3d-env"),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
         "threads": (
             tf.config.threading.get_intra_op_parallelism_threads(),
@@ -343,11 +353,35 @@ def agreement(low, full):
     return float(losses.mean()), float(diff.max()), float(diff.mean()), float(moved.mean())
 
 
+def targets(runs, modes):
+    """Table lines: each mode's fastest run per compute dtype (XLA or not), and each / DM."""
+    dtypes = ("float32", "bfloat16")
+    best = {
+        (m, d): min((r for r in runs if r["mode"] == m and r["dtype"] == d),
+                    key=lambda r: r["median"])
+        for m in modes for d in dtypes
+    }
+    lines = [
+        "| fastest run (median s/iter) | float32 | bfloat16 |",
+        "| --- | --- | --- |",
+    ]
+    for m in modes:
+        cells = [f"{best[m, d]['median']:.2f}{' (XLA)' if best[m, d]['jit'] else ''}"
+                 for d in dtypes]
+        lines.append(f"| {m} | {' | '.join(cells)} |")
+    for m in modes:
+        if m != "dm" and "dm" in modes:
+            ratios = [f"{best[m, d]['median'] / best['dm', d]['median']:.2f}" for d in dtypes]
+            lines.append(f"| {m} / dm | {' | '.join(ratios)} |")
+    return lines
+
+
 def markdown(info, peaks, runs, pieces_table, scaling, args, started, minutes):
     """The generated part of the Speed section."""
     lines = [
         f"Command: `{args.command}`; {started:%Y-%m-%d %H:%M} UTC, {minutes:.0f} min.",
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['isa']}), {info['os']}; "
+        f"environment {info['environment']}; "
         f"Python {info['python']}, TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
         f"oneDNN {info['onednn']}, intra/inter-op threads {info['threads']} (0 = TF default).",
         f"Matmul peak (best of 10, 2048^3): float32 {peaks['float32']:.0f} GFLOP/s, "
@@ -375,12 +409,7 @@ def markdown(info, peaks, runs, pieces_table, scaling, args, started, minutes):
             f"{'; '.join(map(load_text, group))} |"
         )
     modes = sorted({run["mode"] for run in runs})
-    fastest = {m: min((r for r in runs if r["mode"] == m), key=lambda r: r["median"])
-               for m in modes}
-    lines.append("")
-    lines += [f"Fastest {m}: {run_label(r)}, {r['median']:.2f} s/iter." for m, r in fastest.items()]
-    if len(fastest) == 2:
-        lines.append(f"M3D / DM: {fastest['m3d']['median'] / fastest['dm']['median']:.2f}.")
+    lines += ["", *targets(runs, modes)]
     lines += [
         "",
         "Agreement after the timed runs (same seed, data and steps; first round):",
@@ -395,6 +424,7 @@ def markdown(info, peaks, runs, pieces_table, scaling, args, started, minutes):
     for mode in modes:
         pairs = [((mode, "bfloat16", jit), (mode, "float32", jit)) for jit in (False, True)]
         pairs.append(((mode, "float32", True), (mode, "float32", False)))
+        pairs = [(low, full) for low, full in pairs if low in first and full in first]
         for low, full in pairs:
             loss, worst, mean, moved = agreement(first[low], first[full])
             lines.append(
@@ -436,14 +466,24 @@ def markdown(info, peaks, runs, pieces_table, scaling, args, started, minutes):
 
 
 def write_section(generated, path=DOC):
-    """Replaces the generated block of the Speed section (creating the section if needed)."""
+    """Puts the generated block into the Speed section, leaving every other line as it was.
+
+    The block between the BEGIN and END markers is replaced; without markers it goes at the end
+    of the section whose heading starts with SECTION, or into a new section at the end.
+    """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{generated}\n{END}"
+    block = f"{BEGIN}\n{generated}\n{END}\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
+    elif f"\n{SECTION}" in text:
+        head, rest = text.split(f"\n{SECTION}", 1)
+        section, separator, tail = rest.partition("\n## ")
+        text = f"{head}\n{SECTION}{section.rstrip()}\n\n{block}"
+        if separator:
+            text += f"{separator}{tail}"
     else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}"
     path.write_text(text)
 
 
@@ -466,6 +506,10 @@ def parse_args(argv):
                         help="TensorFlow inter-op threads (default 0: TensorFlow's choice)")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="TensorFlow intra-op threads (default 0: TensorFlow's choice)")
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time every mode with jit_compile=True (default: yes)")
+    parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the classes / real per class / ipc grid (default: yes)")
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                         help="update docs/benchmarks.md (default: yes, except with --quick)")
     args = parser.parse_args(argv)
@@ -475,7 +519,8 @@ def parse_args(argv):
     args.rounds = args.rounds or defaults[2]
     args.scaling_steps, args.scaling_warmup, args.piece_repeats = defaults[3:]
     args.write = not args.quick if args.write is None else args.write
-    args.command = "python bench/speed.py" + (f" {' '.join(argv)}" if argv else "")
+    runner = "scripts/m3d-env run " if os.environ.get("M3D_ENV") else ""
+    args.command = f"{runner}python bench/speed.py" + (f" {' '.join(argv)}" if argv else "")
     return args
 
 
@@ -503,7 +548,7 @@ def main(argv=None):
     peaks = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
     print(f"matmul peak GFLOP/s: {peaks}", flush=True)
 
-    dtypes, jits = ("float32", "bfloat16"), (False, True)
+    dtypes, jits = ("float32", "bfloat16"), ((False, True) if args.xla else (False,))
     configs = [(m, d, j) for m in args.modes for d in dtypes for j in jits]
     runs = []
     for _ in range(args.rounds):
@@ -527,7 +572,7 @@ def main(argv=None):
 
     scaling = {"label": f"{fastest['dtype']}{', XLA' if fastest['jit'] else ''}", "runs": []}
     for mode in args.modes:
-        for classes, real, ipc in scaling_grid(args.quick):
+        for classes, real, ipc in scaling_grid(args.quick) if args.scaling else ():
             wait_for_quiet(args.max_load, args.max_wait)
             run = timed_fit(mode, fastest["dtype"], fastest["jit"], classes=classes, real=real,
                             ipc=ipc, steps=args.scaling_steps, warmup=args.scaling_warmup)
