@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))  # the working tree's m3d_tf, also when run as ben
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from m3d_tf import M3DCondenser, augment, mmd, networks, parameterization  # noqa: E402
+from m3d_tf import M3DCondenser, augment, mmd, networks  # noqa: E402
 from m3d_tf.data import balanced_batches  # noqa: E402
 from m3d_tf.networks.random_convnet import first_padding  # noqa: E402
 
@@ -290,14 +290,7 @@ def pieces(mode, dtype, repeats, *, classes, real, ipc):
     )
 
     def synthetic_features():
-        subset = tf.reshape(c._synthetic_subset(step), (-1,))
-        syn_labels = tf.repeat(tf.range(c.num_classes), c.subset_per_class)
-        decoded = parameterization.decode(c.pixels.value, c.factor)
-        synthetic = augment.siamese_augment(
-            c._normalize(tf.gather(decoded, subset)), syn_labels, seed, c.augmentation,
-            num_groups=c.num_classes,
-        )
-        return tf.reshape(c._features(synthetic, weights), (c.num_classes, c.subset_per_class, -1))
+        return c._synthetic_features(weights, seed, step)
 
     def synthetic_side():
         with tf.GradientTape() as tape:

@@ -482,8 +482,11 @@ class M3DCondenser(keras.Model):
             tf.gather(real_features, order), (self.num_classes, self.real_per_class, -1)
         )  # (C, n_real, D)
 
-        # Synthetic side: decode, take this step's subset, augment with the
-        # real images' per-class draw, embed.
+        syn_features = self._synthetic_features(weights, aug_seed, step)
+        return mmd.grouped_mmd2(syn_features, real_features, **self._kernel_options())
+
+    def _synthetic_features(self, weights, aug_seed, step):
+        """(C, m, D) features of step `step`'s decoded subset, augmented with the real draw."""
         subset = tf.reshape(self._synthetic_subset(step), (-1,))
         syn_labels = tf.repeat(tf.range(self.num_classes), self.subset_per_class)
         decoded = parameterization.decode(self.pixels.value, self.factor)
@@ -491,10 +494,9 @@ class M3DCondenser(keras.Model):
             self._normalize(tf.gather(decoded, subset)), syn_labels, aug_seed,
             self.augmentation, num_groups=self.num_classes, flip=self.flip,
         )
-        syn_features = tf.reshape(
+        return tf.reshape(
             self._features(synthetic, weights), (self.num_classes, self.subset_per_class, -1)
-        )  # (C, m, D)
-        return mmd.grouped_mmd2(syn_features, real_features, **self._kernel_options())
+        )
 
     def train_step(self, data):
         images, labels = data

@@ -149,9 +149,15 @@ def instance_norm(x, gamma, beta):
         (n, h, w, c) in x's dtype: (x - mean) / sqrt(var + 1e-5) * gamma + beta, with the biased
         variance over (h, w), as PyTorch computes it.
     """
-    mean, variance = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-    scale = tf.math.rsqrt(variance + EPSILON) * gamma
+    mean, rstd = _instance_moments(x)
+    scale = rstd * gamma
     return x * scale + (beta - mean * scale)
+
+
+def _instance_moments(x):
+    """Per-sample, per-channel mean over (H, W) and 1 / sqrt(biased variance + eps), keepdims."""
+    mean, variance = tf.nn.moments(x, axes=[1, 2], keepdims=True)
+    return mean, tf.math.rsqrt(variance + EPSILON)
 
 
 @tf.custom_gradient
@@ -174,8 +180,7 @@ def norm_relu_pool(x, gamma, beta):
     Returns:
         (n, h // 2, w // 2, c) in x's dtype.
     """
-    mean, variance = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-    rstd = tf.math.rsqrt(variance + EPSILON)
+    mean, rstd = _instance_moments(x)
     scale = rstd * gamma
     activated = tf.nn.relu(x * scale + (beta - mean * scale))  # as few passes as instance_norm
     pooled = tf.nn.avg_pool2d(activated, ksize=2, strides=2, padding="VALID")
