@@ -45,6 +45,26 @@ def _machine():
             f"TensorFlow {tf.__version__}, load average {load:.1f} at the start")
 
 
+def _reused(directory, method, ipc, args):
+    """Loads a set saved by an earlier run; refuses one built with a different budget."""
+    synthetic = io.load_set(directory)
+    m = synthetic.metadata
+    config = m.get("condenser_config") or {}
+    want = {"method": method, "ipc": ipc, "seed": args.seed}
+    have = {"method": m.get("method"), "ipc": m.get("ipc"), "seed": m.get("seed")}
+    if method in recipes.RECIPES:
+        want.update(iterations=args.iterations, real_per_class=args.real_per_class,
+                    compute_dtype="bfloat16" if args.bf16 else "float32")
+        have.update(iterations=m.get("iterations"), real_per_class=config.get("real_per_class"),
+                    compute_dtype=config.get("compute_dtype"))
+    if want != have:
+        differ = ", ".join(f"{k} {have[k]!r} (asked {want[k]!r})" for k in want
+                           if want[k] != have[k])
+        sys.exit(f"--reuse: {directory} was built with {differ}; drop --reuse to build it again "
+                 "or point --sets at a matching directory")
+    return synthetic
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
@@ -58,7 +78,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--sets", help="also save every set under this directory")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the sets already saved under --sets by an earlier run with "
+                             "the same budget instead of building them again")
     args = parser.parse_args(argv)
+    if args.reuse and not args.sets:
+        parser.error("--reuse evaluates the sets saved under --sets DIR: give --sets too")
 
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = _machine()
@@ -69,7 +94,10 @@ def main(argv=None):
     for ipc in args.ipc:
         for method in args.methods:
             t0 = time.time()
-            if method in recipes.RECIPES:
+            saved = pathlib.Path(args.sets or ".") / f"ipc{ipc}-{method}"
+            if args.reuse and saved.exists():
+                synthetic = _reused(saved, method, ipc, args)
+            elif method in recipes.RECIPES:
                 overrides = {"real_per_class": args.real_per_class}
                 if args.bf16:
                     overrides["compute_dtype"] = "bfloat16"
@@ -84,10 +112,9 @@ def main(argv=None):
             else:
                 synthetic = baselines.baseline_set(method, images, labels, ipc, info,
                                                    seed=args.seed)
-            build_seconds = time.time() - t0
-            if args.sets:
-                io.save_set(pathlib.Path(args.sets) / f"ipc{ipc}-{method}", synthetic,
-                            overwrite=True)
+            build_seconds = None if args.reuse and saved.exists() else time.time() - t0
+            if args.sets and build_seconds is not None:
+                io.save_set(saved, synthetic, overwrite=True)
             train_images, train_labels = synthetic.decoded()
             t0 = time.time()
             result = evaluate.evaluate(
@@ -111,7 +138,10 @@ def main(argv=None):
         f"{', bfloat16 random nets' if args.bf16 else ''}); evaluation: protocol "
         f"{args.protocol}, ConvNet-3, {args.epochs} epochs, {args.runs} runs, final test accuracy "
         "on the real 10,000-image test split (mean ± std over runs). Published numbers (1,000 "
-        "epochs, m3d_reference.md) for context.",
+        "epochs, m3d_reference.md) for context."
+        + (f" Build 'saved': the set was loaded from `{args.sets}`, built there by an earlier run "
+           "of this command without --reuse (same budget, checked against its metadata)."
+           if args.reuse else ""),
         "",
         "| IPC | method | factor | build (s) | evaluation (s) | accuracy (%) | runs | published |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -119,7 +149,8 @@ def main(argv=None):
     for ipc, method, factor, build, seconds, result in rows:
         published = PUBLISHED.get(method, {}).get(ipc)
         lines.append(
-            f"| {ipc} | {method} | {factor} | {build:.0f} | {seconds:.0f} | "
+            f"| {ipc} | {method} | {factor} | {'saved' if build is None else f'{build:.0f}'} | "
+            f"{seconds:.0f} | "
             f"{100 * result.mean:.2f} ± {100 * result.std:.2f} | "
             f"{', '.join(f'{100 * a:.2f}' for a in result.accuracies)} | "
             f"{'-' if published is None else published} |"
