@@ -94,8 +94,9 @@ def main(argv=None):
     for ipc in args.ipc:
         for method in args.methods:
             t0 = time.time()
-            saved = pathlib.Path(args.sets or ".") / f"ipc{ipc}-{method}"
-            if args.reuse and saved.exists():
+            saved = pathlib.Path(args.sets) / f"ipc{ipc}-{method}" if args.sets else None
+            reused = args.reuse and saved.exists()
+            if reused:
                 synthetic = _reused(saved, method, ipc, args)
             elif method in recipes.RECIPES:
                 overrides = {"real_per_class": args.real_per_class}
@@ -112,8 +113,8 @@ def main(argv=None):
             else:
                 synthetic = baselines.baseline_set(method, images, labels, ipc, info,
                                                    seed=args.seed)
-            build_seconds = None if args.reuse and saved.exists() else time.time() - t0
-            if args.sets and build_seconds is not None:
+            build_seconds = None if reused else time.time() - t0
+            if saved is not None and not reused:
                 io.save_set(saved, synthetic, overwrite=True)
             train_images, train_labels = synthetic.decoded()
             t0 = time.time()

@@ -3,6 +3,7 @@
 import argparse
 import importlib.util
 import pathlib
+import re
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_reuse_loads_a_matching_set(saved_random):
 ])
 def test_reuse_refuses_another_budget(saved_random, method, ipc, args, says):
     with pytest.raises(SystemExit, match=r"--reuse: .*ipc2-random was built with .*" +
-                       says.replace("(", r"\(").replace(")", r"\)")):
+                       re.escape(says)):
         _quality()._reused(saved_random, method, ipc, args)
 
 
