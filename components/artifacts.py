@@ -29,11 +29,15 @@ PROPERTY_TYPES = {
 class SyntheticSet(Artifact):
     """A directory written by m3d_tf.io.save_set, with the condensation's TensorBoard logs.
 
-    TYPE_NAME has the "<namespace>.<Title>" form that Kubeflow Pipelines v2 requires of custom
-    artifact types.
+    TYPE_NAME is also the class's import path. Kubeflow Pipelines v2 requires custom artifact
+    type names of the form "<namespace>.<Title>", and TFX's KFP v2 container entrypoint (and
+    Vertex AI's) rebuilds an input artifact by importing its type name as a class path
+    (kubeflow_v2_entrypoint_utils._retrieve_class_path). "components.SyntheticSet" satisfies
+    both: the `components` package exports this class. The library m3d_tf knows nothing of TFX,
+    so the name cannot live under it.
     """
 
-    TYPE_NAME = "m3d_tf.SyntheticSet"
+    TYPE_NAME = "components.SyntheticSet"
 
 
 def record_properties(artifact, metadata):

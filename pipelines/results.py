@@ -9,6 +9,8 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.artifacts import SyntheticSet
+
 ACCURACY = "sparse_categorical_accuracy"
 
 
@@ -47,7 +49,7 @@ def slice_accuracies(evaluation_uri):
 def summary(connection_config, pipeline_name):
     """The newest evaluation, blessing and synthetic set of a pipeline, as a dict."""
     latest = latest_artifacts(connection_config, pipeline_name)
-    needed = ("ModelEvaluation", "ModelBlessing", "m3d_tf.SyntheticSet", "Model")
+    needed = ("ModelEvaluation", "ModelBlessing", SyntheticSet.TYPE_NAME, "Model")
     missing = [name for name in needed if name not in latest]
     if missing:
         raise ValueError(
@@ -55,7 +57,7 @@ def summary(connection_config, pipeline_name):
             "fail? Its log says which component."
         )
     accuracies = slice_accuracies(latest["ModelEvaluation"].uri)
-    synthetic = latest["m3d_tf.SyntheticSet"]
+    synthetic = latest[SyntheticSet.TYPE_NAME]
     return {
         "accuracy": accuracies.pop("overall"),
         "per_class": dict(sorted(accuracies.items())),

@@ -234,3 +234,19 @@ def test_derived_info_of_examples_without_dataset_info():
                                                                       ("0", "1", "2"))
     assert info.mean == (0.5,) and info.std == pytest.approx((0.5**1.5,), rel=1e-12)
     assert info.source == "examples:/data/x"
+
+
+def test_synthetic_set_type_name_is_its_import_path_as_the_kfp_entrypoint_resolves_it():
+    # The KFP v2 container entrypoint rebuilds an input artifact from its type schema's title
+    # (the type name) by importing it as a class path; KFP allows only "<namespace>.<Title>".
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as utils
+    from tfx.utils import import_utils
+
+    schema = pipeline_spec_pb2.ArtifactTypeSchema(
+        instance_schema=f"title: {SyntheticSet.TYPE_NAME}\ntype: object\n")
+    path = utils._retrieve_class_path(schema)
+    assert path == SyntheticSet.TYPE_NAME == "components.SyntheticSet"
+    assert import_utils.import_class_by_path(path) is SyntheticSet
+    namespace, title = path.split(".")
+    assert namespace.isidentifier() and title[0].isupper()

@@ -50,7 +50,7 @@ def test_every_node_is_in_the_dag_with_its_dependencies(spec):
     assert iterations["runtimeValue"]["constantValue"] == {"intValue": "50"}
     outputs = spec["pipelineSpec"]["components"]["m3d_condense"]["outputDefinitions"]
     schema = outputs["artifacts"]["synthetic_set"]["artifactType"]["instanceSchema"]
-    assert schema.startswith("title: m3d_tf.SyntheticSet\n")
+    assert schema.startswith("title: components.SyntheticSet\n")
 
 
 def test_every_executor_runs_our_image(spec):
