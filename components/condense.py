@@ -1,25 +1,38 @@
 """M3DCondense: standard Examples -> M3D condensation -> condensed Examples + a SyntheticSet.
 
-Input `examples`: standard Examples whose Split-train holds tf.Examples in the m3d_tf.io encoding
-(features image: float32 raw bytes in [0, 1], label, height, width, channels), as DatasetGen
-writes them. Their "dataset_info" custom property, when present, gives the class names and the
-normalisation (mean/std of the full train split); otherwise they are derived from Split-train.
-The condensation is m3d_tf.recipes.condense with a named recipe ("m3d", "dm"); parameters given
-to the component replace the recipe's values, as the `m3d condense` command's flags do.
+Input `examples`: standard Examples whose Split-train and Split-eval hold tf.Examples in the
+m3d_tf.io encoding (features image: float32 raw bytes in [0, 1], label, height, width, channels),
+as DatasetGen writes them. Their "dataset_info" custom property, when present, gives the class
+names and the normalisation (mean/std of the full train split); otherwise they are derived from
+Split-train. The condensation is m3d_tf.recipes.condense with a named recipe ("m3d", "dm");
+parameters given to the component replace the recipe's values, as the `m3d condense` command's
+flags do.
+
+Devices: the condenser is built and trained under a tf.distribute strategy chosen by the
+`devices` parameter: empty, MirroredStrategy over every GPU the node sees (the default strategy
+on a node without one); otherwise MirroredStrategy over exactly the named devices
+("/gpu:0,/gpu:1", "/cpu:0,/cpu:1"). Every replica computes the whole MMD on the same synthetic
+images from its shard of the real batch (m3d_tf.condenser), so the set matches a one-device run
+up to float32 summation order.
 
 Outputs:
-    condensed_examples   standard Examples: Split-train and Split-eval both hold the decoded
-                         synthetic set (classes x ipc x factor^2 records, class-major), so the
-                         standard Trainer reads it unchanged (Split-eval only satisfies its
-                         eval-split contract; real evaluation is the Evaluator on the source's
-                         Split-test). metadata.json beside the splits is the set's m3d_tf.io
-                         metadata (class names, mean, std), which the Trainer module reads.
+    condensed_examples   standard Examples: Split-train holds the decoded synthetic set
+                         (classes x ipc x factor^2 records, class-major); Split-eval is a byte
+                         copy of the input's Split-eval, real images held out of the source's
+                         train split, so what the standard Trainer reports on its eval split is
+                         accuracy on real images the condensation never saw (the Evaluator
+                         then measures the source's Split-test). metadata.json beside the splits
+                         is the set's m3d_tf.io metadata (class names, mean, std), which the
+                         Trainer module reads; the "split_sizes" custom property counts both
+                         splits.
     synthetic_set        components.artifacts.SyntheticSet: the stored pixels in the m3d_tf.io
                          format (m3d_tf.io.load_set(uri) reads it) and logs/ with the TensorBoard
-                         run of the condensation; ipc, kernel, final MMD, ... as properties.
+                         run of the condensation; ipc, kernel, final MMD, ... as properties, and
+                         the strategy, replicas and devices that ran it (STRATEGY_PROPERTIES).
 
-Every check (features, image size, empty or too small classes, parameters) runs before anything
-is written, so a failing run leaves its output directories empty and publishes no artifact.
+Every check (devices, splits, features, image size, empty or too small classes, parameters) runs
+before anything is written, so a failing run leaves its output directories empty and publishes no
+artifact.
 """
 
 import json
@@ -82,28 +95,124 @@ def derived_info(images, labels, where):
     )
 
 
+def choose_strategy(devices):
+    """The tf.distribute strategy for the `devices` parameter, and the devices it runs on.
+
+    Args:
+        devices: None or "": every visible GPU under MirroredStrategy, or the default strategy
+            when there is none; else comma-separated local device names ("/gpu:0,/gpu:1",
+            "/cpu:0,/cpu:1", "GPU:1"), each visible and named once, for MirroredStrategy over
+            exactly those.
+
+    Returns:
+        (strategy, tuple of canonical device names "/device:GPU:0", ...; () for the default
+        strategy, which places ops where TensorFlow does).
+
+    Raises:
+        ValueError: a name that is not a local device, is not visible here, or repeats; the
+            message lists the visible devices.
+    """
+    if not devices:
+        gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
+        if gpus:
+            return tf.distribute.MirroredStrategy(list(gpus)), gpus
+        return tf.distribute.get_strategy(), ()
+    visible = [d.name for d in tf.config.list_logical_devices()]
+    chosen = []
+    for name in devices.split(","):
+        canonical = _local_device(name.strip())
+        if canonical not in visible or canonical in chosen:
+            problem = "is named twice" if canonical in chosen else "is not a visible device"
+            raise ValueError(
+                f"M3DCondense: devices={devices!r}: {name.strip()!r} {problem}; visible devices: "
+                f"{', '.join(visible)}. Name each device once (e.g. \"/gpu:0,/gpu:1\"), or leave "
+                "devices empty for every visible GPU (the default strategy when there is none)."
+            )
+        chosen.append(canonical)
+    return tf.distribute.MirroredStrategy(chosen), tuple(chosen)
+
+
+def strategy_properties(condenser, devices):
+    """STRATEGY_PROPERTIES of the strategy `condenser` was built and trained under.
+
+    Read from the model (keras.Model.distribute_strategy), not from the parameter, so that they
+    say how the set was made.
+    """
+    strategy = condenser.distribute_strategy
+    mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
+    return {"strategy": "MirroredStrategy" if mirrored else "default",
+            "replicas": strategy.num_replicas_in_sync,
+            "devices": ",".join(devices) if mirrored else ""}
+
+
+def _local_device(name):
+    """"/device:TYPE:INDEX" for a local device name ("/gpu:0", "CPU:1"); None if it is not one."""
+    try:
+        spec = tf.DeviceSpec.from_string(name)
+    except ValueError:
+        return None
+    if spec.device_type is None or spec.device_index is None or any(
+            part is not None for part in (spec.job, spec.replica, spec.task)):
+        return None
+    return f"/device:{spec.device_type.upper()}:{spec.device_index}"
+
+
+def check_split_names(examples):
+    """Raises ValueError, naming the examples, unless they have a Split-train and a Split-eval."""
+    splits = artifact_utils.decode_split_names(examples.split_names or "[]")
+    for split, why in (("train", "to condense"),
+                       ("eval", "of real held-out images for the Trainer's evaluation")):
+        if split not in splits:
+            raise ValueError(
+                f"M3DCondense: input examples at {examples.uri} have splits {splits} but no "
+                f"{split!r}; give Examples with a Split-{split} {why} (e.g. from DatasetGen)."
+            )
+
+
+_NEEDS = {
+    "train": "The examples need features image (float32 bytes), label, height, width and "
+             "channels, as DatasetGen writes them.",
+    "eval": "Split-eval must hold real images held out of training (DatasetGen with "
+            "eval_per_class >= 1), with features image (float32 bytes), label, height, width "
+            "and channels.",
+}
+
+
+def _read_split(examples, split):
+    """(images float32 (N, H, W, C), labels int64 (N,)) of one split, errors naming it."""
+    try:
+        return io.read_examples(artifact_utils.get_split_uri([examples], split))
+    except (ValueError, FileNotFoundError) as error:
+        raise type(error)(
+            f"M3DCondense: input examples at {examples.uri}, Split-{split}: {error} "
+            f"{_NEEDS[split]}"
+        ) from None
+
+
+def _check_against_info(images, labels, info, examples, split):
+    """Raises ValueError if a split's images or labels do not fit the dataset's info."""
+    where = f"M3DCondense: input examples at {examples.uri}, Split-{split}"
+    if tuple(images.shape[1:]) != tuple(info.image_shape):
+        raise ValueError(
+            f"{where} holds images of shape {images.shape[1:]} but their dataset_info "
+            f"({info.name}) says {tuple(info.image_shape)}; regenerate the examples from one "
+            "source."
+        )
+    if labels.min() < 0 or labels.max() >= info.num_classes:
+        raise ValueError(
+            f"{where} has labels in {labels.min()}..{labels.max()} but {info.name} has "
+            f"{info.num_classes} classes (0..{info.num_classes - 1}); fix the labels."
+        )
+
+
 def read_training_examples(examples):
     """(images float32 (N, H, W, C), labels int64 (N,), DatasetInfo) of Split-train, checked.
 
     Raises:
-        ValueError, FileNotFoundError: no Split-train, a missing feature, mixed or wrong image
-            sizes, an empty split, labels outside the classes; each names the examples.
+        ValueError, FileNotFoundError: a missing feature, mixed or wrong image sizes, an empty
+            split, labels outside the classes; each names the examples.
     """
-    where = f"input examples at {examples.uri}"
-    splits = artifact_utils.decode_split_names(examples.split_names or "[]")
-    if "train" not in splits:
-        raise ValueError(
-            f"M3DCondense: {where} have splits {splits} but no 'train'; give Examples with a "
-            "Split-train (e.g. from DatasetGen)."
-        )
-    split_uri = artifact_utils.get_split_uri([examples], "train")
-    try:
-        images, labels = io.read_examples(split_uri)
-    except (ValueError, FileNotFoundError) as error:
-        raise type(error)(
-            f"M3DCondense: {where}, Split-train: {error} The examples need features image "
-            "(float32 bytes), label, height, width and channels, as DatasetGen writes them."
-        ) from None
+    images, labels = _read_split(examples, "train")
     if examples.has_custom_property(dataset_gen.DATASET_INFO_KEY):
         info = dataset_gen.info_from_json(
             examples.get_string_custom_property(dataset_gen.DATASET_INFO_KEY),
@@ -111,19 +220,28 @@ def read_training_examples(examples):
         )
     else:
         info = derived_info(images, labels, examples.uri)
-    if tuple(images.shape[1:]) != tuple(info.image_shape):
-        raise ValueError(
-            f"M3DCondense: {where}, Split-train holds images of shape {images.shape[1:]} but "
-            f"their dataset_info ({info.name}) says {tuple(info.image_shape)}; regenerate the "
-            "examples from one source."
-        )
-    if labels.min() < 0 or labels.max() >= info.num_classes:
-        raise ValueError(
-            f"M3DCondense: {where}, Split-train has labels in {labels.min()}..{labels.max()} but "
-            f"{info.name} has {info.num_classes} classes (0..{info.num_classes - 1}); fix the "
-            "labels."
-        )
+    _check_against_info(images, labels, info, examples, "train")
     return images, labels, info
+
+
+def check_eval_examples(examples, info):
+    """Reads Split-eval once to check it as Split-train is checked; returns its record count.
+
+    Its files are later copied byte for byte (`copy_split`), so they must already be what the
+    Trainer module reads: images of the dataset's shape, labels among its classes.
+    """
+    images, labels = _read_split(examples, "eval")
+    _check_against_info(images, labels, info, examples, "eval")
+    return len(labels)
+
+
+def copy_split(examples, split, directory):
+    """Copies the files of one split of `examples` into `directory` (any tf.io.gfile path)."""
+    source = artifact_utils.get_split_uri([examples], split)
+    tf.io.gfile.makedirs(directory)
+    for name in sorted(tf.io.gfile.listdir(source)):
+        tf.io.gfile.copy(os.path.join(source, name), os.path.join(directory, name),
+                         overwrite=True)
 
 
 def _publish_set(synthetic, uri):
@@ -133,6 +251,22 @@ def _publish_set(synthetic, uri):
         tf.io.gfile.makedirs(uri)
         for name in sorted(os.listdir(saved)):
             tf.io.gfile.copy(os.path.join(saved, name), os.path.join(uri, name), overwrite=True)
+
+
+def _publish_examples(condensed, synthetic, examples, info, eval_size):
+    """Writes condensed_examples (module docstring); returns the Split-train record count."""
+    decoded_images, decoded_labels = synthetic.decoded()
+    dataset_gen.write_split(
+        os.path.join(condensed.uri, "Split-train"), decoded_images, decoded_labels
+    )
+    copy_split(examples, "eval", os.path.join(condensed.uri, "Split-eval"))
+    with tf.io.gfile.GFile(os.path.join(condensed.uri, METADATA_FILE), "w") as f:
+        f.write(json.dumps(synthetic.metadata, indent=2, sort_keys=True) + "\n")
+    dataset_gen.describe_examples(condensed, ("train", "eval"), info)
+    condensed.set_json_value_custom_property(
+        "split_sizes", {"train": len(decoded_labels), "eval": eval_size}
+    )
+    return len(decoded_labels)
 
 
 class _ProgressLog(keras.callbacks.Callback):
@@ -152,6 +286,10 @@ class _ProgressLog(keras.callbacks.Callback):
 
 # Parameters that replace the recipe's value when given (M3DCondenser arguments).
 OVERRIDES = {"factor": int, "kernel": str, "real_per_class": int, "ipm": int, "init": str}
+# SyntheticSet custom properties of how the set was made, beside artifacts.PROPERTY_TYPES (which
+# are the set's metadata.json keys): "MirroredStrategy" or "default", its replica count, and the
+# devices of its replicas (comma-separated, "" for the default strategy).
+STRATEGY_PROPERTIES = {"strategy": str, "replicas": int, "devices": str}
 
 
 class M3DCondenseSpec(ComponentSpec):
@@ -163,6 +301,7 @@ class M3DCondenseSpec(ComponentSpec):
         "iterations": ExecutionParameter(type=int, optional=True),
         "seed": ExecutionParameter(type=int),
         "learning_rate": ExecutionParameter(type=float, optional=True),
+        "devices": ExecutionParameter(type=str, optional=True),
         **{name: ExecutionParameter(type=kind, optional=True) for name, kind in OVERRIDES.items()},
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
@@ -173,20 +312,30 @@ class M3DCondenseSpec(ComponentSpec):
 
 
 class Executor(base_executor.BaseExecutor):
-    """Reads Split-train, condenses it with m3d_tf.recipes, writes the set and its decoding."""
+    """Condenses Split-train with m3d_tf.recipes under the chosen strategy; writes the set, its
+    decoding as Split-train and the input's real Split-eval."""
 
     def Do(self, input_dict, output_dict, exec_properties):
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         condensed = artifact_utils.get_single_instance(output_dict["condensed_examples"])
         artifact = artifact_utils.get_single_instance(output_dict["synthetic_set"])
+        strategy, devices = choose_strategy(exec_properties.get("devices"))
         recipe = recipes.get_recipe(exec_properties["recipe"])
         overrides = {name: exec_properties[name] for name in OVERRIDES
                      if exec_properties.get(name) is not None}
         iterations = exec_properties.get("iterations") or recipe.iterations
+        check_split_names(examples)
         images, labels, info = read_training_examples(examples)
+        eval_size = check_eval_examples(examples, info)
         check_class_sizes(labels, info.num_classes,
                           overrides.get("real_per_class", recipe.real_per_class))
+        if devices:
+            logging.info("M3DCondense: MirroredStrategy, %d replicas on %s",
+                         strategy.num_replicas_in_sync, ",".join(devices))
+        else:
+            logging.info("M3DCondense: default strategy, 1 replica (no devices given, no GPU "
+                         "visible)")
         board = TensorBoardCallback(
             os.path.join(artifact.uri, LOG_DIR), class_names=info.class_names,
             image_every=max(1, iterations // 10),
@@ -196,23 +345,21 @@ class Executor(base_executor.BaseExecutor):
             images, labels, info, exec_properties["ipc"], recipe=recipe.name,
             iterations=iterations, learning_rate=exec_properties.get("learning_rate"),
             seed=exec_properties["seed"], callbacks=[board, _ProgressLog(iterations)],
-            **overrides,
+            strategy=strategy, **overrides,
         )
         synthetic = io.SyntheticSet.from_condenser(
             condenser, info, iterations=iterations, final_mmd=history["mmd"][-1],
             method=recipe.method,
         )
         _publish_set(synthetic, artifact.uri)
-        decoded_images, decoded_labels = synthetic.decoded()
-        for split in ("train", "eval"):
-            dataset_gen.write_split(
-                os.path.join(condensed.uri, f"Split-{split}"), decoded_images, decoded_labels
-            )
-        with tf.io.gfile.GFile(os.path.join(condensed.uri, METADATA_FILE), "w") as f:
-            f.write(json.dumps(synthetic.metadata, indent=2, sort_keys=True) + "\n")
-        dataset_gen.describe_examples(condensed, ("train", "eval"), info)
+        train_size = _publish_examples(condensed, synthetic, examples, info, eval_size)
         record_properties(artifact, synthetic.metadata)
-        logging.info("M3DCondense: %d decoded images, final mmd %.6g", len(decoded_labels),
+        setters = {str: artifact.set_string_custom_property,
+                   int: artifact.set_int_custom_property}
+        for name, value in strategy_properties(condenser, devices).items():
+            setters[STRATEGY_PROPERTIES[name]](name, value)
+        logging.info("M3DCondense: %d decoded images in Split-train, %d real held-out images "
+                     "copied to Split-eval, final mmd %.6g", train_size, eval_size,
                      synthetic.metadata["final_mmd"])
 
 
@@ -228,6 +375,9 @@ class M3DCondense(base_component.BaseComponent):
         learning_rate: pixel learning rate (None: the recipe's for this ipc).
         factor, kernel, real_per_class, ipm, init: M3DCondenser arguments replacing the
             recipe's (None: the recipe's). factor must divide the image size.
+        devices: None or "": MirroredStrategy over every GPU the node sees (the default
+            strategy without one); else comma-separated device names ("/gpu:0,/gpu:1") for
+            MirroredStrategy over exactly those.
 
     Outputs: condensed_examples (Examples), synthetic_set (SyntheticSet); module docstring.
     """
@@ -237,10 +387,10 @@ class M3DCondense(base_component.BaseComponent):
 
     def __init__(self, examples, *, recipe="m3d", ipc=10, iterations=None, seed=0,
                  learning_rate=None, factor=None, kernel=None, real_per_class=None, ipm=None,
-                 init=None):
+                 init=None, devices=None):
         super().__init__(spec=M3DCondenseSpec(
             examples=examples, recipe=recipe, ipc=ipc, iterations=iterations, seed=seed,
-            learning_rate=learning_rate, factor=factor, kernel=kernel,
+            learning_rate=learning_rate, devices=devices, factor=factor, kernel=kernel,
             real_per_class=real_per_class, ipm=ipm, init=init,
             condensed_examples=types.Channel(type=standard_artifacts.Examples),
             synthetic_set=types.Channel(type=SyntheticSet),

@@ -2,8 +2,10 @@
 
 The Trainer is given `run_fn="components.trainer_module.run_fn"` and M3DCondense's
 `condensed_examples`. run_fn trains a fresh network (m3d_tf.networks; ConvNet-3 by default) on
-Split-train with the augmentation and SGD schedule of an m3d_tf.evaluate protocol ("idc": M3D's;
-"dm"), exactly as m3d_tf.evaluate trains one run, and exports a SavedModel whose serving_default
+Split-train (the decoded synthetic set) with the augmentation and SGD schedule of an
+m3d_tf.evaluate protocol ("idc": M3D's; "dm"), exactly as m3d_tf.evaluate trains one run, logs
+its accuracy on Split-eval, which M3DCondense copies from its input: real images held out of the
+source's train split, never seen by the condensation. It exports a SavedModel whose serving_default
 signature maps serialized tf.Example (the m3d_tf.io encoding: feature "image", float32 bytes in
 [0, 1]) to {"probabilities": float32 (B, num_classes)}. The dataset's mean/std normalisation is
 inside the signature, so the Evaluator and any server feed raw examples.
@@ -41,6 +43,20 @@ def _read_metadata(patterns):
         )
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
+
+
+def _check_held_out(images, eval_images, eval_files):
+    """Raises ValueError if Split-eval is the synthetic Split-train again, not real images.
+
+    Condensed examples written before M3DCondense copied the input's Split-eval held a second
+    copy of the synthetic set there; an accuracy on it would be reported as a real one.
+    """
+    if eval_images.shape == images.shape and np.array_equal(eval_images, images):
+        raise ValueError(
+            f"{eval_files[0]} holds the same images as Split-train: the eval split must be "
+            "real held-out images (M3DCondense copies its input's Split-eval); rerun "
+            "M3DCondense on DatasetGen's examples."
+        )
 
 
 def _parse_images(serialized, image_shape):
@@ -103,11 +119,13 @@ def run_fn(fn_args):
     """TFX Trainer will call this function.
 
     Args:
-        fn_args: tfx.components.FnArgs: train_files, eval_files (glob patterns of the condensed
-            examples), serving_model_dir, model_run_dir, custom_config (module docstring).
+        fn_args: tfx.components.FnArgs: train_files (glob patterns of the condensed
+            examples' synthetic Split-train), eval_files (their Split-eval: real held-out
+            images), serving_model_dir, model_run_dir, custom_config (module docstring).
 
     Raises:
-        ValueError: an unknown custom_config key, protocol or arch.
+        ValueError: an unknown custom_config key, protocol or arch; a Split-eval that repeats
+            Split-train instead of holding real held-out images.
         FileNotFoundError: examples without the condensed set's metadata.json.
     """
     config = dict(fn_args.custom_config or {})
@@ -122,16 +140,18 @@ def run_fn(fn_args):
     if flip is None:
         flip = metadata.get("dataset") not in recipes.DIGIT_DATASETS
     images, labels = _read_files(fn_args.train_files)
+    eval_images, eval_labels = _read_files(fn_args.eval_files)
+    _check_held_out(images, eval_images, fn_args.eval_files)
     trainer, loss = train_network(
         images, labels, metadata, epochs=int(config["epochs"]), protocol=config["protocol"],
         arch=config["arch"], seed=int(config["seed"]), flip=bool(flip),
         log_dir=fn_args.model_run_dir,
     )
-    eval_images, eval_labels = _read_files(fn_args.eval_files)
     mean = np.asarray(metadata["mean"], np.float32)
     std = np.asarray(metadata["std"], np.float32)
     accuracy = trainer.accuracy((eval_images - mean) / std, eval_labels, 500)
-    logging.info("trainer_module: %d epochs, final loss %.4f, accuracy on Split-eval %.4f",
-                 config["epochs"], loss, accuracy)
+    logging.info("trainer_module: %d epochs on %d synthetic images, final loss %.4f, accuracy "
+                 "%.4f on %d real held-out images (Split-eval)", config["epochs"], len(labels),
+                 loss, accuracy, len(eval_labels))
     _export(trainer.model, fn_args.serving_model_dir, tuple(images.shape[1:]),
             metadata["mean"], metadata["std"])

@@ -138,8 +138,10 @@ class TensorBoardCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         # Read before the step: after it, a schedule already gives the next step's rate.
         if (self.step + 1) % self.scalar_every == 0:
+            # Under MirroredStrategy the rate is a MirroredVariable, which has no __float__ and
+            # which keras.ops.convert_to_tensor returns unchanged; tf reads its value.
             rate = self.model.optimizer.learning_rate
-            self._learning_rate = float(keras.ops.convert_to_tensor(rate))
+            self._learning_rate = float(tf.convert_to_tensor(rate))
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1

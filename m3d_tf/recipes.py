@@ -13,6 +13,7 @@ pixels; ours are stored in [0, 1], so its equivalent is lr * std^2 (the gradient
 and the step both pass through 1/std): `dm` uses 0.1 for std ~0.3.
 """
 
+import contextlib
 import dataclasses
 
 from m3d_tf.condenser import M3DCondenser
@@ -103,7 +104,8 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
 
 
 def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learning_rate=None,
-             seed=0, callbacks=(), verbose=0, initial_step=0, condenser=None, **overrides):
+             seed=0, callbacks=(), verbose=0, initial_step=0, condenser=None, strategy=None,
+             **overrides):
     """Condenses real data with a recipe: build, initialise, compile, fit.
 
     Args:
@@ -120,6 +122,10 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
         initial_step: resume from this iteration (with `condenser` restored from
             a checkpoint); the batches continue where they stopped.
         condenser: an existing (restored) condenser to continue; default: a new one.
+        strategy: a tf.distribute.Strategy (e.g. MirroredStrategy over GPUs) whose scope the
+            new condenser is built, initialised and compiled in, so its variables are mirrored
+            and fit runs one replica per device; None: the current strategy. Ignored with
+            `condenser` (build that one in the scope yourself, as cli.py does).
         **overrides: M3DCondenser arguments replacing the recipe's.
 
     Returns:
@@ -132,10 +138,11 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
             f"iterations must be a positive integer. Received iterations={iterations!r}."
         )
     if condenser is None:
-        condenser = build_condenser(info, ipc, recipe=recipe, seed=seed, **overrides)
-        condenser.initialize((images, labels))
-        rate = chosen.learning_rate_for(ipc) if learning_rate is None else learning_rate
-        condenser.compile(learning_rate=rate)
+        with contextlib.nullcontext() if strategy is None else strategy.scope():
+            condenser = build_condenser(info, ipc, recipe=recipe, seed=seed, **overrides)
+            condenser.initialize((images, labels))
+            rate = chosen.learning_rate_for(ipc) if learning_rate is None else learning_rate
+            condenser.compile(learning_rate=rate)
     remaining = iterations - initial_step
     if remaining < 1:
         return condenser, {}

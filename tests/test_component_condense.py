@@ -1,13 +1,19 @@
 """components/condense.py: the M3DCondense executor on a small real Fashion-MNIST sample.
 
 Do() runs on hand-built artifacts (the TFX example_validator executor_test pattern): record
-counts, files, metadata, properties and TensorBoard logs of a good run; for bad input, the
-error text and output directories left empty with no property set.
+counts, files, metadata, properties and TensorBoard logs of a good run; the same run under
+MirroredStrategy on two logical CPUs (in a fresh interpreter); for bad input, the error text and
+output directories left empty with no property set.
 """
 
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import textwrap
+
+import re
 
 import numpy as np
 import pytest
@@ -17,7 +23,7 @@ from tfx.types import standard_artifacts
 
 from components import condense, dataset_gen
 from components.artifacts import PROPERTY_TYPES, SyntheticSet
-from m3d_tf import io
+from m3d_tf import io, recipes
 from m3d_tf.data import DatasetInfo
 
 pytestmark = pytest.mark.tfx
@@ -34,14 +40,22 @@ def _info(fmnist_small, image_shape=(28, 28, 1)):
                        mean=(0.286,), std=(0.353,), split_sizes={})
 
 
-def _examples(directory, images, labels, info):
-    """Examples as DatasetGen writes them: Split-train (and a copy as Split-eval)."""
+def _examples(directory, images, labels, info, held_out=None):
+    """Examples as DatasetGen writes them: Split-train, and Split-eval with `held_out` (images,
+    labels) (default: the first 10 train images, enough for the executor's checks)."""
     examples = standard_artifacts.Examples()
     examples.uri = str(directory)
-    for split in ("train", "eval"):
-        dataset_gen.write_split(os.path.join(examples.uri, f"Split-{split}"), images, labels)
+    dataset_gen.write_split(os.path.join(examples.uri, "Split-train"), images, labels)
+    held_out = held_out or (images[:10], labels[:10])
+    dataset_gen.write_split(os.path.join(examples.uri, "Split-eval"), *held_out)
     dataset_gen.describe_examples(examples, ("train", "eval"), info)
     return examples
+
+
+def _held_out(fmnist_small):
+    """3 real Fashion-MNIST test images of each class, none of them among the training ones."""
+    keep = np.concatenate([np.flatnonzero(fmnist_small.y_test == c)[:3] for c in range(10)])
+    return fmnist_small.x_test[keep], fmnist_small.y_test[keep]
 
 
 def _sample(fmnist_small):
@@ -64,29 +78,51 @@ def _files(root):
 
 
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory, fmnist_small):
-    tmp_path = tmp_path_factory.mktemp("condense")
+def input_examples(tmp_path_factory, fmnist_small):
+    """Split-train: 10 real images per class; Split-eval: 3 other real images per class."""
     images, labels = _sample(fmnist_small)
-    examples = _examples(tmp_path / "examples", images, labels, _info(fmnist_small))
+    return _examples(tmp_path_factory.mktemp("input") / "examples", images, labels,
+                     _info(fmnist_small), _held_out(fmnist_small))
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, input_examples):
+    """The executor with PARAMS and no devices: the default strategy on this CPU-only node."""
+    tmp_path = tmp_path_factory.mktemp("condense")
     outputs = _outputs(tmp_path)
-    condense.Executor().Do({"examples": [examples]}, outputs, dict(PARAMS))
+    condense.Executor().Do({"examples": [input_examples]}, outputs, dict(PARAMS))
     return outputs["condensed_examples"][0], outputs["synthetic_set"][0]
 
 
-def test_condensed_examples_hold_classes_x_ipc_x_factor_squared_records(good_run):
+def test_condensed_train_split_holds_classes_x_ipc_x_factor_squared_records(good_run):
     condensed, synthetic = good_run
     assert condensed.split_names == '["train", "eval"]'
     saved = io.load_set(synthetic.uri)
     decoded_images, decoded_labels = saved.decoded()
-    for split in ("train", "eval"):
-        images, labels = io.read_examples(os.path.join(condensed.uri, f"Split-{split}"))
-        assert len(labels) == 10 * 2 * 2**2
-        assert labels.tolist() == np.repeat(np.arange(10), 2 * 4).tolist()  # class-major
-        np.testing.assert_array_equal(images, decoded_images)  # the float32 pixels, unrounded
-        np.testing.assert_array_equal(labels, decoded_labels)
+    images, labels = io.read_examples(os.path.join(condensed.uri, "Split-train"))
+    assert len(labels) == 10 * 2 * 2**2
+    assert labels.tolist() == np.repeat(np.arange(10), 2 * 4).tolist()  # class-major
+    np.testing.assert_array_equal(images, decoded_images)  # the float32 pixels, unrounded
+    np.testing.assert_array_equal(labels, decoded_labels)
     metadata = json.loads(open(os.path.join(condensed.uri, "metadata.json")).read())
     assert metadata == saved.metadata
     assert json.loads(condensed.get_string_custom_property("dataset_info"))["num_classes"] == 10
+    assert condensed.get_json_value_custom_property("split_sizes") == {"train": 80, "eval": 30}
+
+
+def test_condensed_eval_split_is_the_input_real_held_out_split_byte_for_byte(
+        good_run, input_examples, fmnist_small):
+    condensed, _ = good_run
+    source = os.path.join(input_examples.uri, "Split-eval")
+    copied = os.path.join(condensed.uri, "Split-eval")
+    assert os.listdir(copied) == os.listdir(source) == ["data_tfrecord-00000-of-00001.gz"]
+    for name in os.listdir(source):
+        assert open(os.path.join(copied, name), "rb").read() == \
+            open(os.path.join(source, name), "rb").read()
+    images, labels = io.read_examples(copied)
+    held_images, held_labels = _held_out(fmnist_small)
+    np.testing.assert_array_equal(images, held_images.astype(np.float32) / np.float32(255.0))
+    np.testing.assert_array_equal(labels, held_labels)
 
 
 def test_synthetic_set_artifact_metadata_and_properties(good_run, fmnist_small):
@@ -104,6 +140,8 @@ def test_synthetic_set_artifact_metadata_and_properties(good_run, fmnist_small):
     assert values == {"dataset": "fashion_mnist", "method": "m3d", "num_classes": 10, "ipc": 2,
                       "factor": 2, "kernel": "gaussian_mix", "iterations": 2, "seed": 0,
                       "final_mmd": pytest.approx(meta["final_mmd"], rel=1e-12)}
+    ran_on = {name: synthetic.get_custom_property(name) for name in condense.STRATEGY_PROPERTIES}
+    assert ran_on == {"strategy": "default", "replicas": 1, "devices": ""}
     assert np.isfinite(meta["final_mmd"]) and meta["final_mmd"] > 0
 
 
@@ -122,6 +160,85 @@ def test_tensorboard_logs_under_the_artifact_end_at_the_final_mmd(good_run):
     assert scalars["learning_rate"][0][1] == pytest.approx(0.1)
 
 
+_TWO_CPUS = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import tensorflow as tf
+    from absl import logging
+
+    logging.set_verbosity(logging.INFO)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from tfx.types import standard_artifacts
+
+    from components import condense
+    from components.artifacts import SyntheticSet
+
+    given = json.loads(sys.argv[1])
+    examples = standard_artifacts.Examples()
+    examples.uri, examples.split_names = given["examples"], given["split_names"]
+    examples.set_string_custom_property("dataset_info", given["dataset_info"])
+    condensed, synthetic = standard_artifacts.Examples(), SyntheticSet()
+    condensed.uri, synthetic.uri = given["condensed"], given["synthetic"]
+    condense.Executor().Do(
+        {"examples": [examples]},
+        {"condensed_examples": [condensed], "synthetic_set": [synthetic]}, given["params"])
+    with open(given["properties"], "w") as f:
+        json.dump({name: synthetic.get_custom_property(name)
+                   for name in condense.STRATEGY_PROPERTIES}, f)
+    """
+)
+
+
+def test_two_replicas_on_two_logical_cpus_give_the_one_device_set(tmp_path, input_examples,
+                                                                  good_run):
+    # Logical devices must be configured before TensorFlow initialises: a fresh interpreter.
+    given = {
+        "examples": input_examples.uri, "split_names": input_examples.split_names,
+        "dataset_info": input_examples.get_string_custom_property("dataset_info"),
+        "condensed": str(tmp_path / "condensed"), "synthetic": str(tmp_path / "synthetic"),
+        "properties": str(tmp_path / "properties.json"),
+        "params": {**PARAMS, "devices": "/cpu:0,/cpu:1"},
+    }
+    script = tmp_path / "two_cpus.py"
+    script.write_text(_TWO_CPUS)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, str(script), json.dumps(given)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "M3DCondense: MirroredStrategy, 2 replicas on /device:CPU:0,/device:CPU:1" \
+        in result.stderr
+    assert json.load(open(tmp_path / "properties.json")) == {
+        "strategy": "MirroredStrategy", "replicas": 2, "devices": "/device:CPU:0,/device:CPU:1"}
+
+    one = io.load_set(good_run[1].uri)
+    two = io.load_set(str(tmp_path / "synthetic"))
+    # Each replica embeds its half of the real batch, the features are all-gathered, and every
+    # replica takes the gradient of loss / 2 on the whole batch; the two halves sum exactly. What
+    # may differ is the embedding of 40 images instead of 80 (oneDNN can pick other kernels for
+    # another batch size: ~1e-7 relative), far below 1e-5 after 2 SGD steps of lr 0.1 (measured:
+    # bitwise equal here). A replica counted twice or a shard lost shifts pixels by the order of
+    # the step itself; the run moves its initial pixels by more than 100x the tolerance.
+    np.testing.assert_allclose(two.images, one.images, rtol=0, atol=1e-5)
+    images, labels, info = condense.read_training_examples(input_examples)
+    start = recipes.build_condenser(info, 2, recipe="m3d", seed=0, real_per_class=8)
+    start.initialize((images, labels))
+    moved = np.abs(one.images - start.synthetic_images()).max()  # measured: 0.0141
+    assert moved > 100 * 1e-5
+    assert two.metadata["final_mmd"] == pytest.approx(one.metadata["final_mmd"], rel=1e-4)
+    differ = ("final_mmd", "created")
+    assert {k: v for k, v in two.metadata.items() if k not in differ} == \
+        {k: v for k, v in one.metadata.items() if k not in differ}
+    copied = os.path.join(tmp_path, "condensed", "Split-eval", "data_tfrecord-00000-of-00001.gz")
+    original = os.path.join(good_run[0].uri, "Split-eval", "data_tfrecord-00000-of-00001.gz")
+    assert open(copied, "rb").read() == open(original, "rb").read()
+
+
 def _example(**features):
     def feature(value):
         if isinstance(value, bytes):
@@ -132,15 +249,19 @@ def _example(**features):
         feature={k: feature(v) for k, v in features.items()})).SerializeToString()
 
 
-def _raw_examples(directory, records, info):
+def _raw_examples(directory, records, info, split="train"):
+    """Examples whose `split` holds the given records and whose other split is good."""
     examples = standard_artifacts.Examples()
     examples.uri = str(directory)
-    os.makedirs(os.path.join(examples.uri, "Split-train"))
-    path = os.path.join(examples.uri, "Split-train", "data_tfrecord-00000-of-00001.gz")
+    good = "eval" if split == "train" else "train"
+    dataset_gen.write_split(os.path.join(examples.uri, f"Split-{good}"),
+                            np.zeros((10, 28, 28, 1), np.float32), np.arange(10))
+    os.makedirs(os.path.join(examples.uri, f"Split-{split}"))
+    path = os.path.join(examples.uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
     with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
         for record in records:
             writer.write(record)
-    dataset_gen.describe_examples(examples, ("train",), info)
+    dataset_gen.describe_examples(examples, ("train", "eval"), info)
     return examples
 
 
@@ -170,7 +291,82 @@ def _assert_nothing_published(tmp_path, outputs):
     assert _files(tmp_path / "condensed") == [] and _files(tmp_path / "synthetic") == []
     condensed, synthetic = outputs["condensed_examples"][0], outputs["synthetic_set"][0]
     assert not condensed.split_names and not condensed.has_custom_property("dataset_info")
-    assert not any(synthetic.has_custom_property(name) for name in PROPERTY_TYPES)
+    assert not condensed.has_custom_property("split_sizes")
+    assert not any(synthetic.has_custom_property(name)
+                   for name in [*PROPERTY_TYPES, *condense.STRATEGY_PROPERTIES])
+
+
+@pytest.mark.parametrize("records, message", [
+    ([_example(label=1, height=28, width=28, channels=1)],
+     r"record 0 of .* lacks the features \['image'\]"),
+    ([], r".*/Split-eval holds no records"),  # what DatasetGen writes with eval_per_class=0
+], ids=["no_image", "empty_split"])
+def test_bad_eval_records_fail_before_any_output(tmp_path, fmnist_small, records, message):
+    examples = _raw_examples(tmp_path / "examples", records, _info(fmnist_small), split="eval")
+    outputs = _outputs(tmp_path)
+    with pytest.raises(ValueError, match=rf"^M3DCondense: input examples at .*, Split-eval: "
+                                         rf"{message}.* Split-eval must hold real images held "
+                                         r"out of training \(DatasetGen with eval_per_class "
+                                         r">= 1\)"):
+        condense.Executor().Do({"examples": [examples]}, outputs, dict(PARAMS))
+    _assert_nothing_published(tmp_path, outputs)
+
+
+def test_eval_images_of_the_wrong_size_fail(tmp_path, fmnist_small):
+    images, labels = _sample(fmnist_small)
+    held_images, held_labels = _held_out(fmnist_small)
+    examples = _examples(tmp_path / "examples", images, labels, _info(fmnist_small),
+                         (held_images[:, ::2, ::2], held_labels))
+    outputs = _outputs(tmp_path)
+    with pytest.raises(ValueError, match=r"Split-eval holds images of shape \(14, 14, 1\) but "
+                                         r"their dataset_info \(fashion_mnist\) says "
+                                         r"\(28, 28, 1\)"):
+        condense.Executor().Do({"examples": [examples]}, outputs, dict(PARAMS))
+    _assert_nothing_published(tmp_path, outputs)
+
+
+def test_examples_without_eval_split_fail(tmp_path, fmnist_small):
+    images, labels = _sample(fmnist_small)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    dataset_gen.write_split(os.path.join(examples.uri, "Split-train"), images, labels)
+    dataset_gen.describe_examples(examples, ("train",), _info(fmnist_small))
+    outputs = _outputs(tmp_path)
+    with pytest.raises(ValueError, match=r"have splits \['train'\] but no 'eval'; give Examples "
+                                         r"with a Split-eval of real held-out images for the "
+                                         r"Trainer's evaluation \(e\.g\. from DatasetGen\)\.$"):
+        condense.Executor().Do({"examples": [examples]}, outputs, dict(PARAMS))
+    _assert_nothing_published(tmp_path, outputs)
+
+
+@pytest.mark.parametrize("devices, named, problem", [
+    ("/gpu:0", "/gpu:0", "is not a visible device"),
+    ("/cpu:0,/cpu:1", "/cpu:1", "is not a visible device"),
+    ("gpu0", "gpu0", "is not a visible device"),
+    ("/job:worker/device:CPU:0", "/job:worker/device:CPU:0", "is not a visible device"),
+    ("/cpu:0, CPU:0", "CPU:0", "is named twice"),
+], ids=["no_gpu", "one_cpu_only", "not_a_device_name", "remote", "twice"])
+def test_devices_that_are_not_visible_fail_before_any_output(tmp_path, input_examples, devices,
+                                                             named, problem):
+    # This process sees one CPU and no GPU (the two-CPU run below is a fresh interpreter).
+    outputs = _outputs(tmp_path)
+    with pytest.raises(ValueError, match=(
+            rf"^M3DCondense: devices={re.escape(repr(devices))}: {re.escape(repr(named))} "
+            rf"{problem}; visible devices: /device:CPU:0\. Name each device once \(e\.g\. "
+            r'"/gpu:0,/gpu:1"\), or leave devices empty for every visible GPU \(the default '
+            r"strategy when there is none\)\.$")):
+        condense.Executor().Do({"examples": [input_examples]}, outputs,
+                               {**PARAMS, "devices": devices})
+    _assert_nothing_published(tmp_path, outputs)
+
+
+def test_choose_strategy_on_a_cpu_only_node():
+    strategy, devices = condense.choose_strategy(None)
+    assert devices == () and strategy is tf.distribute.get_strategy()
+    assert condense.choose_strategy("")[1] == ()
+    strategy, devices = condense.choose_strategy("cpu:0")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert devices == ("/device:CPU:0",) and strategy.num_replicas_in_sync == 1
 
 
 def test_images_of_the_wrong_size_fail(tmp_path, fmnist_small):
