@@ -12,9 +12,10 @@ run:
 # The whole suite, TFX tests included; pytest's summary closes the output and its exit status is
 # make's. The pipeline image is built or reused first; pytest gets a podman API socket for the
 # container tests (M3D_CONTAINER_HOST, M3D_PIPELINE_IMAGE; see scripts/m3d-image serve), which
-# stops when pytest ends.
+# stops when pytest ends. TESTS picks a part, e.g. TESTS=tests/test_pipeline_image.py.
+TESTS ?= tests
 test: image
-	$(IMAGE) serve $(ENV) run python -m pytest -ra tests
+	$(IMAGE) serve $(ENV) run python -m pytest -ra $(TESTS)
 
 # The TFX pipeline end to end on Fashion-MNIST, locally (pipelines/local.py): DatasetGen,
 # M3DCondense, Trainer, Evaluator; artifacts and ML Metadata under runs/pipeline. A short run by
@@ -29,9 +30,10 @@ pipeline:
 image:
 	$(IMAGE) build
 
-# The same plus TensorFlow's CUDA libraries, localhost/m3d-tf:VERSION-gpu: about 3 GB more from
-# PyPI. It needs an NVIDIA GPU to be of any use: our machines have none, so it is neither run nor
-# built there.
+# The same plus TensorFlow's CUDA libraries (tensorflow[and-cuda] at the locked TensorFlow),
+# localhost/m3d-tf:VERSION-gpu: 4.4 GB more, downloaded from PyPI (about 3.5 min here). It needs an
+# NVIDIA GPU to be of any use. Our machines have none: it builds and imports there, but its GPU
+# path has never run.
 image-gpu:
 	$(IMAGE) build-gpu
 
