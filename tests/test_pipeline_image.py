@@ -93,8 +93,8 @@ def _container_client():
                     "scripts/m3d-env run python -m pytest tests/test_pipeline_image.py`.")
     import docker
 
-    return docker.DockerClient(base_url=os.environ["M3D_CONTAINER_HOST"]), \
-        os.environ["M3D_PIPELINE_IMAGE"]
+    client = docker.DockerClient(base_url=os.environ["M3D_CONTAINER_HOST"])
+    return client, os.environ["M3D_PIPELINE_IMAGE"]
 
 
 @pytest.mark.slow
@@ -102,7 +102,6 @@ def test_image_runs_our_package_offline_with_keras_3(tmp_path):
     client, image = _container_client()
     # The container writes into a host directory: host paths are valid in volume binds.
     assert str(tmp_path).startswith("/tmp/"), f"{tmp_path} is not under /tmp, the shared directory"
-    tmp_path.chmod(0o777)
     client.containers.run(image, ["python", "-c", REPORT], network_mode="none", working_dir="/",
                           volumes={str(tmp_path): {"bind": "/out", "mode": "rw"}}, remove=True)
     report = json.loads((tmp_path / "report.json").read_text())
