@@ -53,8 +53,11 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
     Checks ranges and names against the library's registries (m3d_tf.recipes.RECIPES,
     m3d_tf.condenser.KERNELS and INITS, m3d_tf.evaluate.PROTOCOLS, m3d_tf.networks.NETWORKS),
     that every condensation batch can find real_per_class images of a class in Split-train, and,
-    for a catalogued dataset, that the factor divides its image size. None means the recipe's
-    value (condensation) or all images (train_per_class, test_per_class).
+    for a catalogued dataset, that the factor divides its image size.
+
+    Args:
+        The create_pipeline keywords of the same names; None means the recipe's value
+        (condensation) or all images (train_per_class, test_per_class).
     """
     _check_int("eval_per_class", eval_per_class, 1)
     _check_int("train_per_class", train_per_class, 1, optional=True)
@@ -77,17 +80,11 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
     _check_choice("protocol", protocol, evaluate.PROTOCOLS)
     _check_choice("arch", arch, networks.NETWORKS)
     chosen = recipes.RECIPES[recipe]
-    if real_per_class is None and train_per_class is not None \
-            and chosen.real_per_class > train_per_class:
+    real = chosen.real_per_class if real_per_class is None else real_per_class
+    if train_per_class is not None and real > train_per_class:
+        whose = "" if real_per_class is not None else f" (the {recipe} recipe's)"
         raise SettingsError(
-            f"real_per_class={chosen.real_per_class} (the {recipe} recipe's) is larger than "
-            f"train_per_class={train_per_class}: each condensation batch takes that many real "
-            "images of every class from Split-train. Set real_per_class <= train_per_class."
-        )
-    if real_per_class is not None and train_per_class is not None \
-            and real_per_class > train_per_class:
-        raise SettingsError(
-            f"real_per_class={real_per_class} is larger than train_per_class={train_per_class}: "
+            f"real_per_class={real}{whose} is larger than train_per_class={train_per_class}: "
             "each condensation batch takes that many real images of every class from "
             "Split-train. Lower real_per_class or raise train_per_class."
         )

@@ -30,12 +30,12 @@ BAD_SETTINGS = [
      "train_per_class."),
     ({"train_per_class": 100},
      "real_per_class=128 (the m3d recipe's) is larger than train_per_class=100: each "
-     "condensation batch takes that many real images of every class from Split-train. Set "
-     "real_per_class <= train_per_class."),
+     "condensation batch takes that many real images of every class from Split-train. Lower "
+     "real_per_class or raise train_per_class."),
     ({"recipe": "dm", "train_per_class": 200},
      "real_per_class=256 (the dm recipe's) is larger than train_per_class=200: each "
-     "condensation batch takes that many real images of every class from Split-train. Set "
-     "real_per_class <= train_per_class."),
+     "condensation batch takes that many real images of every class from Split-train. Lower "
+     "real_per_class or raise train_per_class."),
     ({"ipc": 0}, "ipc must be an integer >= 1. Received ipc=0."),
     ({"ipc": 2.5}, "ipc must be an integer >= 1. Received ipc=2.5."),
     ({"iterations": 0}, "iterations must be an integer >= 1. Received iterations=0."),
@@ -175,7 +175,8 @@ def test_resource_options_become_create_pipeline_keywords():
     args = parser.parse_args([
         "--cpu", "2", "--memory", "8G", "--node-cpu", "m3d_condense=8",
         "--node-memory", "m3d_condense=32Gi", "--node-memory", "trainer=16G",
-        "--accelerator", "m3d_condense=NVIDIA_TESLA_T4:2", "--accelerator", "trainer=nvidia.com/gpu",
+        "--accelerator", "m3d_condense=NVIDIA_TESLA_T4:2",
+        "--accelerator", "trainer=nvidia.com/gpu",
     ])
     assert resources.resource_settings(args) == {
         "cpu": "2", "memory": "8G", "node_cpu": {"m3d_condense": "8"},
