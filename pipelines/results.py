@@ -56,7 +56,12 @@ def slice_accuracies(evaluation_uri):
 def split_anomalies(anomalies_artifact):
     """{split: {feature: description}} of an ExampleAnomalies artifact ({} for a clean split).
 
-    Reads the Anomalies proto that TFX's ExampleValidator writes into every Split-{name}/.
+    Reads the Anomalies proto that TFX's ExampleValidator writes into every Split-{name}/;
+    a dataset-level anomaly (e.g. too few examples) appears under the key "(dataset)".
+
+    Args:
+        anomalies_artifact: the ML Metadata Artifact proto (latest_artifacts' value, or a TFX
+            artifact's mlmd_artifact).
     """
     found = {}
     splits = artifact_utils.decode_split_names(
