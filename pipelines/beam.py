@@ -5,8 +5,11 @@
         --beam-arg=--runner=DataflowRunner --beam-arg=--project=P --beam-arg=--region=R
 
 The orchestration runs as a Beam pipeline on the local DirectRunner; --beam-arg options (Beam
-pipeline arguments) go to the components' own Beam jobs (the Evaluator's TFMA), which is where
-another runner such as Dataflow or Flink applies. ML Metadata is a SQLite file.
+pipeline arguments) go to the components' own Beam jobs (StatisticsGen's TFDV, the Evaluator's
+TFMA), which is where another runner such as Dataflow or Flink applies. ML Metadata is a SQLite
+file; a blessed model is pushed to ROOT/serving unless --serving-dir says otherwise. Container
+resources (pipelines.resources) are Kubeflow's: a bad setting or a resource setting ends the
+command with one line and status 2.
 """
 
 import os
@@ -16,10 +19,11 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-from pipelines import pipeline, results
+from pipelines import pipeline, resources, results
 
 
-def beam_pipeline(root, name, *, metadata_sqlite=None, beam_args=(), **settings):
+def beam_pipeline(root, name, *, metadata_sqlite=None, beam_args=(), serving_dir=None,
+                  **settings):
     """create_pipeline with its artifacts under `root` and Beam options for its components.
 
     Args:
@@ -28,11 +32,17 @@ def beam_pipeline(root, name, *, metadata_sqlite=None, beam_args=(), **settings)
         metadata_sqlite: SQLite file for ML Metadata (default: {root}/metadata.sqlite; root
             must then be local).
         beam_args: Beam pipeline arguments; "--runner=DirectRunner" unless they name a runner.
+        serving_dir: where a blessed model is pushed (default: {root}/serving).
         **settings: create_pipeline keywords.
+
+    Raises:
+        SettingsError: a bad setting, container resources (Kubeflow only), or a remote root
+            without metadata_sqlite.
     """
+    resources.reject_resources(settings, "BeamDagRunner")
     root = str(root)
     if metadata_sqlite is None and "://" in root:
-        raise ValueError(
+        raise pipeline.SettingsError(
             f"root={root!r} is not a local directory, so ML Metadata cannot live in it; pass "
             "metadata_sqlite (--metadata-sqlite) with a local file."
         )
@@ -43,6 +53,7 @@ def beam_pipeline(root, name, *, metadata_sqlite=None, beam_args=(), **settings)
         beam_args.append("--runner=DirectRunner")
     return pipeline.create_pipeline(
         name, os.path.join(root, "artifacts"),
+        serving_dir=serving_dir or os.path.join(root, pipeline.SERVING_DIR),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             os.path.abspath(metadata_sqlite)
         ),
@@ -61,8 +72,11 @@ def main(argv=None):
                         help="a Beam pipeline argument for the components, repeatable")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)  # TFX reports each component's progress at INFO
-    beam = beam_pipeline(args.root, args.name, metadata_sqlite=args.metadata_sqlite,
-                         beam_args=args.beam_args, **pipeline.settings(args))
+    try:
+        beam = beam_pipeline(args.root, args.name, metadata_sqlite=args.metadata_sqlite,
+                             beam_args=args.beam_args, **pipeline.settings(args))
+    except pipeline.SettingsError as error:
+        pipeline.exit_on_settings_error(parser, error)
     BeamDagRunner().run(beam)
     print(results.format_summary(results.summary(beam.metadata_connection_config, args.name)))
     return 0

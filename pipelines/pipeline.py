@@ -1,16 +1,43 @@
 """The M3D pipeline graph, shared by every runner (local.py, beam.py, kubeflow.py).
 
-    DatasetGen ──examples──> M3DCondense ──condensed_examples──> Trainer ──model──> Evaluator
-        │                          └──synthetic_set                                    ▲
-        └──────────────────── examples (Split-test: the real test split) ──────────────┘
+    node id                   reads                              writes
+    dataset_gen               the source                         examples: real train/eval/test
+    m3d_condense              examples                           condensed_examples, synthetic_set
+    trainer                   condensed_examples                 model
+    evaluator                 model, examples (Split-test)       evaluation, blessing
+    pusher                    model, blessing                    pushed_model; serving_dir/<ver>/
+    statistics_gen            examples (train, eval, test)       statistics
+    schema_gen                statistics                         schema
+    condensed_statistics_gen  condensed_examples (train, eval)   statistics
+    example_validator         condensed statistics, schema       anomalies
 
 The Evaluator (TFMA) computes accuracy on the real test split, overall and per class (slices on
-the label), and blesses the model when the overall accuracy reaches `accuracy_threshold`.
+the label), and blesses the model when the overall accuracy reaches `accuracy_threshold`; the
+Pusher copies a blessed model into `serving_dir` (a new numbered version directory, as TensorFlow
+Serving expects) and records pushed=0 for an unblessed one.
+
+Data validation. SchemaGen infers the schema from the statistics of every real split: each
+feature (image, label, height, width, channels) present once in every example, image BYTES (the
+float32 raw bytes are not text, so TFDV infers no value domain for them), the rest INT (channels
+of grayscale data gets a bool domain). ExampleValidator checks both condensed splits against it
+(Split-eval is the real held-out data, Split-train the decoded synthetic images): correct
+condensed examples raise no anomaly, a feature of another type or length, or a missing one, does.
+Anomalies do not stop the run: TFX 1.21's ExampleValidator records them (and a per-split
+"blessed" JSON property) but no standard component can consume them (the Pusher takes only
+model and infra blessings), and the gate that matters is the Evaluator's blessing of the model on
+the real test split; the summary (pipelines.results) reports both. The Trainer does not take the
+schema: its module reads the m3d_tf.io encoding, which io.read_examples checks itself, so the
+input would only make training wait for SchemaGen.
+
+Every setting that can be checked without running is checked while the pipeline is built
+(pipelines.checks); container resources for Kubeflow are pipelines.resources.
+
 This module builds the graph (and its command-line form); runners choose paths and orchestrators.
 """
 
 import argparse
 import inspect
+import os
 import re
 
 from tensorflow_model_analysis.proto import config_pb2
@@ -18,11 +45,15 @@ from tfx import v1 as tfx
 
 from components.condense import M3DCondense
 from components.dataset_gen import DatasetGen
+from m3d_tf import condenser, evaluate, networks, recipes
+from pipelines.checks import SettingsError, check_settings
+from pipelines.resources import set_resources
 
 # Kubeflow Pipelines requires this of pipeline names; the other runners accept it too.
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 RUN_FN = "components.trainer_module.run_fn"
 LABEL_KEY = "label"
+SERVING_DIR = "serving"  # default push destination, inside the pipeline root
 
 
 def eval_config(accuracy_threshold):
@@ -37,9 +68,13 @@ def eval_config(accuracy_threshold):
 
     Args:
         accuracy_threshold: overall accuracy in [0, 1] that the model must reach to be blessed.
+
+    Raises:
+        SettingsError: a threshold outside [0, 1].
     """
-    if not 0.0 <= accuracy_threshold <= 1.0:
-        raise ValueError(
+    if isinstance(accuracy_threshold, bool) or not isinstance(accuracy_threshold, (int, float)) \
+            or not 0.0 <= accuracy_threshold <= 1.0:
+        raise SettingsError(
             "accuracy_threshold is a fraction in [0, 1]. "
             f"Received accuracy_threshold={accuracy_threshold!r}."
         )
@@ -63,13 +98,18 @@ def eval_config(accuracy_threshold):
     )
 
 
+# === The graph ===
+
+
 def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eval_per_class=100,
                     train_per_class=None, test_per_class=None, data_dir=None, recipe="m3d",
                     ipc=10, iterations=None, learning_rate=None, factor=None, kernel=None,
                     real_per_class=None, ipm=None, init=None, seed=0, epochs=300,
                     protocol="idc", arch="convnet", flip=None, accuracy_threshold=0.5,
-                    metadata_connection_config=None, beam_pipeline_args=None, enable_cache=False):
-    """The DatasetGen -> M3DCondense -> Trainer -> Evaluator pipeline.
+                    serving_dir=None, cpu=None, memory=None, node_cpu=None, node_memory=None,
+                    accelerators=None, metadata_connection_config=None,
+                    beam_pipeline_args=None, enable_cache=False):
+    """The M3D pipeline: the nodes of the module docstring.
 
     Args:
         pipeline_name: matches [a-z0-9][a-z0-9-]* (Kubeflow's rule).
@@ -81,21 +121,34 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
         epochs, protocol, arch, flip: the Trainer module's custom_config (flip None: no flips
             for digit datasets only).
         accuracy_threshold: overall test accuracy that blesses the model.
+        serving_dir: where the Pusher puts a blessed model (None: {pipeline_root}/serving).
+        cpu, memory, node_cpu, node_memory, accelerators: container resources (set_resources);
+            Kubeflow only.
         metadata_connection_config: ML Metadata connection (None: the orchestrator's).
-        beam_pipeline_args: Beam options for the Evaluator (and any Beam component).
+        beam_pipeline_args: Beam options for the Beam components (StatisticsGen, Evaluator).
         enable_cache: reuse outputs of identical earlier executions.
 
     Returns:
-        tfx.dsl.Pipeline with components dataset_gen, m3d_condense, trainer, evaluator.
+        tfx.dsl.Pipeline with the nodes of the module docstring, in that order.
 
     Raises:
-        ValueError: a bad pipeline name or threshold.
+        SettingsError: a bad pipeline name, setting or resource (one line; check_settings).
     """
     if not PIPELINE_NAME_PATTERN.fullmatch(pipeline_name):
-        raise ValueError(
+        raise SettingsError(
             f"pipeline_name={pipeline_name!r} must match [a-z0-9][a-z0-9-]* (lowercase letters, "
             "digits and hyphens; Kubeflow rejects anything else), e.g. 'm3d-fashion-mnist'."
         )
+    check_settings(
+        source=source, eval_per_class=eval_per_class, train_per_class=train_per_class,
+        test_per_class=test_per_class, recipe=recipe, ipc=ipc, iterations=iterations,
+        learning_rate=learning_rate, factor=factor, kernel=kernel,
+        real_per_class=real_per_class, ipm=ipm, init=init, epochs=epochs, protocol=protocol,
+        arch=arch,
+    )
+    evaluation = eval_config(accuracy_threshold)
+    if serving_dir is None:
+        serving_dir = os.path.join(str(pipeline_root), SERVING_DIR)
     dataset = DatasetGen(
         source, eval_per_class=eval_per_class, train_per_class=train_per_class,
         test_per_class=test_per_class, seed=seed, data_dir=data_dir,
@@ -115,12 +168,35 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
         examples=dataset.outputs["examples"],
         model=trainer.outputs["model"],
         example_splits=["test"],
-        eval_config=eval_config(accuracy_threshold),
+        eval_config=evaluation,
     ).with_id("evaluator")
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(serving_dir))
+        ),
+    ).with_id("pusher")
+    statistics = tfx.components.StatisticsGen(
+        examples=dataset.outputs["examples"]
+    ).with_id("statistics_gen")
+    schema = tfx.components.SchemaGen(
+        statistics=statistics.outputs["statistics"], infer_feature_shape=True
+    ).with_id("schema_gen")
+    condensed_statistics = tfx.components.StatisticsGen(
+        examples=condense.outputs["condensed_examples"]
+    ).with_id("condensed_statistics_gen")
+    validator = tfx.components.ExampleValidator(
+        statistics=condensed_statistics.outputs["statistics"], schema=schema.outputs["schema"]
+    ).with_id("example_validator")
+    components = [dataset, condense, trainer, evaluator, pusher, statistics, schema,
+                  condensed_statistics, validator]
+    set_resources(components, cpu=cpu, memory=memory, node_cpu=node_cpu,
+                  node_memory=node_memory, accelerators=accelerators)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=str(pipeline_root),
-        components=[dataset, condense, trainer, evaluator],
+        components=components,
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],
@@ -154,7 +230,8 @@ def add_arguments(parser):
     data.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="TFDS data directory")
     condense = parser.add_argument_group(
         "condensation (M3DCondense; None: the recipe's value, m3d_tf.recipes)")
-    condense.add_argument("--recipe", default=DEFAULTS["recipe"], help="m3d or dm")
+    condense.add_argument("--recipe", default=DEFAULTS["recipe"],
+                          help=" or ".join(sorted(recipes.RECIPES)))
     condense.add_argument("--ipc", type=int, default=DEFAULTS["ipc"], help="images per class")
     condense.add_argument("--iterations", type=int, default=DEFAULTS["iterations"],
                           help="condensation iterations")
@@ -163,18 +240,19 @@ def add_arguments(parser):
     condense.add_argument("--factor", type=int, default=DEFAULTS["factor"],
                           help="multi-formation factor")
     condense.add_argument("--kernel", default=DEFAULTS["kernel"],
-                          help="gaussian_mix, linear, polynomial or rbf_fixed")
+                          help=", ".join(condenser.KERNELS))
     condense.add_argument("--real-per-class", type=int, default=DEFAULTS["real_per_class"],
                           help="real images per class in each iteration")
     condense.add_argument("--ipm", type=int, default=DEFAULTS["ipm"],
                           help="iterations per random network")
-    condense.add_argument("--init", default=DEFAULTS["init"], help="mix, real or noise")
+    condense.add_argument("--init", default=DEFAULTS["init"], help=", ".join(condenser.INITS))
     training = parser.add_argument_group("training and evaluation (Trainer, Evaluator)")
     training.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
                           help="training epochs of the network")
-    training.add_argument("--protocol", default=DEFAULTS["protocol"], help="idc or dm")
+    training.add_argument("--protocol", default=DEFAULTS["protocol"],
+                          help=", ".join(evaluate.PROTOCOLS))
     training.add_argument("--arch", default=DEFAULTS["arch"],
-                          help="convnet, mlp, alexnet, vgg11 or resnet18")
+                          help=", ".join(networks.NETWORKS))
     training.add_argument("--no-flip", dest="flip", action="store_const", const=False,
                           default=DEFAULTS["flip"],
                           help="no horizontal flips when training (without it: flips, "
@@ -182,6 +260,8 @@ def add_arguments(parser):
     training.add_argument("--accuracy-threshold", type=float,
                           default=DEFAULTS["accuracy_threshold"],
                           help="overall test accuracy that blesses the model")
+    training.add_argument("--serving-dir", default=DEFAULTS["serving_dir"],
+                          help="where the Pusher puts a blessed model (default: the runner's)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                         help="seed of the hold-out, the condensation and the network")
     parser.add_argument("--enable-cache", action="store_true",
@@ -194,7 +274,7 @@ def settings(args):
     names = ("source", "eval_per_class", "train_per_class", "test_per_class", "data_dir",
              "recipe", "ipc", "iterations", "learning_rate", "factor", "kernel",
              "real_per_class", "ipm", "init", "seed", "epochs", "protocol", "arch", "flip",
-             "accuracy_threshold", "enable_cache")
+             "accuracy_threshold", "serving_dir", "enable_cache")
     return {name: getattr(args, name) for name in names}
 
 
@@ -207,3 +287,8 @@ def argument_parser(prog, description):
     parser.add_argument("--name", default="m3d-fashion-mnist",
                         help="pipeline name, [a-z0-9][a-z0-9-]*")
     return add_arguments(parser)
+
+
+def exit_on_settings_error(parser, error):
+    """Ends the command with the error's one line and status 2, as argparse does, no traceback."""
+    parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -1,13 +1,20 @@
 """What a finished run of the M3D pipeline produced, read back from ML Metadata and TFMA.
 
     summary(connection_config, "m3d-fashion-mnist")
-    -> {"accuracy": 0.81, "per_class": {0: 0.74, ...}, "blessed": True, "threshold": ...,
+    -> {"accuracy": 0.81, "per_class": {0: 0.74, ...}, "blessed": True,
+        "pushed_to": "/.../serving/1764626400", "anomalies": {"train": {}, "eval": {}},
         "synthetic_set": "/.../m3d_condense/synthetic_set/2", "final_mmd": 0.012, ...}
 """
 
+import os
+
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.components.example_validator.executor import DEFAULT_FILE_NAME as ANOMALIES_FILE
+from tfx.types import artifact_utils
 
 from components.artifacts import SyntheticSet
 
@@ -46,10 +53,36 @@ def slice_accuracies(evaluation_uri):
     return accuracies
 
 
+def split_anomalies(anomalies_artifact):
+    """{split: {feature: description}} of an ExampleAnomalies artifact ({} for a clean split).
+
+    Reads the Anomalies proto that TFX's ExampleValidator writes into every Split-{name}/;
+    a dataset-level anomaly (e.g. too few examples) appears under the key "(dataset)".
+
+    Args:
+        anomalies_artifact: the ML Metadata Artifact proto (latest_artifacts' value, or a TFX
+            artifact's mlmd_artifact).
+    """
+    found = {}
+    splits = artifact_utils.decode_split_names(
+        anomalies_artifact.properties["split_names"].string_value
+    )
+    for split in splits:
+        path = os.path.join(anomalies_artifact.uri, f"Split-{split}", ANOMALIES_FILE)
+        with tf.io.gfile.GFile(path, "rb") as f:
+            anomalies = anomalies_pb2.Anomalies.FromString(f.read())
+        found[split] = {feature: info.description
+                        for feature, info in sorted(anomalies.anomaly_info.items())}
+        if anomalies.HasField("dataset_anomaly_info"):
+            found[split]["(dataset)"] = anomalies.dataset_anomaly_info.description
+    return found
+
+
 def summary(connection_config, pipeline_name):
-    """The newest evaluation, blessing and synthetic set of a pipeline, as a dict."""
+    """The newest evaluation, blessing, push, anomalies and synthetic set of a pipeline."""
     latest = latest_artifacts(connection_config, pipeline_name)
-    needed = ("ModelEvaluation", "ModelBlessing", SyntheticSet.TYPE_NAME, "Model")
+    needed = ("ModelEvaluation", "ModelBlessing", SyntheticSet.TYPE_NAME, "Model", "PushedModel",
+              "ExampleAnomalies")
     missing = [name for name in needed if name not in latest]
     if missing:
         raise ValueError(
@@ -58,11 +91,16 @@ def summary(connection_config, pipeline_name):
         )
     accuracies = slice_accuracies(latest["ModelEvaluation"].uri)
     synthetic = latest[SyntheticSet.TYPE_NAME]
+    pushed = latest["PushedModel"].custom_properties
     return {
         "accuracy": accuracies.pop("overall"),
         "per_class": dict(sorted(accuracies.items())),
         "blessed": latest["ModelBlessing"].custom_properties["blessed"].int_value == 1,
         "model": latest["Model"].uri,
+        # The Pusher's record: pushed 1 and the version directory it wrote, or pushed 0.
+        "pushed_to": (pushed["pushed_destination"].string_value
+                      if pushed["pushed"].int_value == 1 else None),
+        "anomalies": split_anomalies(latest["ExampleAnomalies"]),
         "synthetic_set": synthetic.uri,
         "ipc": synthetic.custom_properties["ipc"].int_value,
         "factor": synthetic.custom_properties["factor"].int_value,
@@ -81,4 +119,17 @@ def format_summary(result):
         f"final MMD^2 {result['final_mmd']:.4g})",
         f"model: {result['model']} ({'blessed' if result['blessed'] else 'NOT blessed'})",
         f"test accuracy: {100 * result['accuracy']:.2f} %; per class: {per_class}",
+        f"pushed to {result['pushed_to']}" if result["pushed_to"]
+        else "not pushed (the model is not blessed)",
+        format_anomalies(result["anomalies"]),
     ])
+
+
+def format_anomalies(anomalies):
+    """One line: the condensed examples' anomalies against the real schema, per split."""
+    if not any(anomalies.values()):
+        return f"condensed examples match the real data's schema ({', '.join(anomalies)})"
+    return "ANOMALIES in the condensed examples: " + "; ".join(
+        f"{split}: " + ", ".join(f"{feature} ({text})" for feature, text in found.items())
+        for split, found in anomalies.items() if found
+    )

@@ -11,14 +11,31 @@ from pipelines import kubeflow, pipeline
 pytestmark = pytest.mark.tfx
 
 IMAGE = "registry.example.com/m3d-tf:0.1.0"
-NODES = {"dataset_gen", "m3d_condense", "trainer", "evaluator"}
+# node -> {input key: (producer node, its output key)}
+INPUTS = {
+    "dataset_gen": {},
+    "m3d_condense": {"examples": ("dataset_gen", "examples")},
+    "trainer": {"examples": ("m3d_condense", "condensed_examples")},
+    "evaluator": {"examples": ("dataset_gen", "examples"), "model": ("trainer", "model")},
+    "pusher": {"model": ("trainer", "model"), "model_blessing": ("evaluator", "blessing")},
+    "statistics_gen": {"examples": ("dataset_gen", "examples")},
+    "schema_gen": {"statistics": ("statistics_gen", "statistics")},
+    "condensed_statistics_gen": {"examples": ("m3d_condense", "condensed_examples")},
+    "example_validator": {"statistics": ("condensed_statistics_gen", "statistics"),
+                          "schema": ("schema_gen", "schema")},
+}
+NODES = set(INPUTS)
+# Container resources given to compile_pipeline: a default, overrides, two accelerators.
+RESOURCES = {"cpu": "2", "memory": "8G", "node_cpu": {"m3d_condense": "8", "pusher": "500m"},
+             "node_memory": {"m3d_condense": "32Gi"},
+             "accelerators": {"m3d_condense": "NVIDIA_TESLA_T4:2", "trainer": "nvidia.com/gpu"}}
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     output = tmp_path_factory.mktemp("kfp") / "m3d.json"
     compiled = kubeflow.compile_pipeline(output, image=IMAGE, pipeline_root="gs://bucket/m3d",
-                                         name="m3d-fashion-mnist", iterations=50)
+                                         name="m3d-fashion-mnist", iterations=50, **RESOURCES)
     assert json.loads(output.read_text()) == compiled
     return compiled
 
@@ -36,12 +53,15 @@ def test_every_node_is_in_the_dag_with_its_dependencies(spec):
     assert set(tasks) == NODES
     assert set(spec["pipelineSpec"]["components"]) == NODES
     dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
-    assert dependencies == {"dataset_gen": set(), "m3d_condense": {"dataset_gen"},
-                            "trainer": {"m3d_condense"},
-                            "evaluator": {"dataset_gen", "trainer"}}
-    trainer_input = tasks["trainer"]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"]
-    assert trainer_input == {"outputArtifactKey": "condensed_examples",
-                             "producerTask": "m3d_condense"}
+    assert dependencies == {node: {producer for producer, _ in inputs.values()}
+                            for node, inputs in INPUTS.items()}
+    wiring = {
+        name: {key: (value["taskOutputArtifact"]["producerTask"],
+                     value["taskOutputArtifact"]["outputArtifactKey"])
+               for key, value in task.get("inputs", {}).get("artifacts", {}).items()}
+        for name, task in tasks.items()
+    }
+    assert wiring == INPUTS
     iterations = tasks["m3d_condense"]["inputs"]["parameters"]["iterations"]
     assert iterations["runtimeValue"]["constantValue"] == {"intValue": "50"}
     outputs = spec["pipelineSpec"]["components"]["m3d_condense"]["outputDefinitions"]
@@ -49,12 +69,62 @@ def test_every_node_is_in_the_dag_with_its_dependencies(spec):
     assert schema.startswith("title: components.SyntheticSet\n")
 
 
+def test_statistics_schema_and_push_settings(spec):
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+
+    def constant(node, name):
+        return tasks[node]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]
+
+    # The Pusher's default destination is inside the pipeline root.
+    destination = json.loads(constant("pusher", "push_destination")["stringValue"])
+    assert destination == {"filesystem": {"base_directory": "gs://bucket/m3d/serving"}}
+    assert constant("schema_gen", "infer_feature_shape") == {"intValue": "1"}
+    for node in ("statistics_gen", "condensed_statistics_gen", "example_validator"):
+        assert constant(node, "exclude_splits") == {"stringValue": "[]"}  # every split
+
+
+def _resources(cpu, memory, gigabytes, accelerator=None):
+    """The container.resources of one executor in the compiled JSON (requests = limits)."""
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    expected = {"cpuLimit": cores, "cpuRequest": cores, "resourceCpuLimit": cpu,
+                "resourceCpuRequest": cpu, "memoryLimit": gigabytes, "memoryRequest": gigabytes,
+                "resourceMemoryLimit": memory, "resourceMemoryRequest": memory}
+    if accelerator is not None:
+        kind, count = accelerator
+        expected["accelerator"] = {"type": kind, "resourceType": kind, "count": str(count),
+                                   "resourceCount": str(count)}
+    return expected
+
+
+def test_executors_carry_their_resources(spec):
+    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+    default = _resources("2", "8G", 8.0)
+    expected = {f"{node}_executor": default for node in NODES}
+    expected["m3d_condense_executor"] = _resources("8", "32Gi", 32 * 2**30 / 1e9,
+                                                   ("NVIDIA_TESLA_T4", 2))
+    expected["trainer_executor"] = _resources("2", "8G", 8.0, ("nvidia.com/gpu", 1))
+    expected["pusher_executor"] = _resources("500m", "8G", 8.0)
+    assert {name: e["container"]["resources"] for name, e in executors.items()} == expected
+    # The same as KFP's own proto: a field TFX or we misnamed would not parse.
+    parsed = json_format.ParseDict(spec["pipelineSpec"]["deploymentSpec"],
+                                   pipeline_spec_pb2.PipelineDeploymentConfig())
+    condense = parsed.executors["m3d_condense_executor"].container.resources
+    assert (condense.cpu_limit, condense.accelerator.count) == (8.0, 2)
+
+
 def test_every_executor_runs_our_image(spec):
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
     assert len(executors) == len(NODES)
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
     classes = {e["container"]["args"][1] for e in executors.values()}
-    assert {"components.dataset_gen.Executor", "components.condense.Executor"} <= classes
+    assert classes == {
+        "components.dataset_gen.Executor", "components.condense.Executor",
+        "tfx.components.trainer.executor.GenericExecutor",
+        "tfx.components.evaluator.executor.Executor", "tfx.components.pusher.executor.Executor",
+        "tfx.components.statistics_gen.executor.Executor",
+        "tfx.components.schema_gen.executor.Executor",
+        "tfx.components.example_validator.executor.Executor",
+    }
 
 
 def test_pipeline_names_follow_kubeflow_rules(tmp_path):
