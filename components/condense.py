@@ -120,7 +120,7 @@ def choose_strategy(devices):
     visible = [d.name for d in tf.config.list_logical_devices()]
     chosen = []
     for name in devices.split(","):
-        canonical = _local_device(name.strip())
+        canonical = local_device(name.strip())
         if canonical not in visible or canonical in chosen:
             problem = "is named twice" if canonical in chosen else "is not a visible device"
             raise ValueError(
@@ -145,7 +145,7 @@ def strategy_properties(condenser, devices):
             "devices": ",".join(devices) if mirrored else ""}
 
 
-def _local_device(name):
+def local_device(name):
     """"/device:TYPE:INDEX" for a local device name ("/gpu:0", "CPU:1"); None if it is not one."""
     try:
         spec = tf.DeviceSpec.from_string(name)

@@ -47,7 +47,7 @@ def catalog_image_shape(source):
 
 def check_settings(*, source, eval_per_class, train_per_class, test_per_class, recipe, ipc,
                    iterations, learning_rate, factor, kernel, real_per_class, ipm, init, epochs,
-                   protocol, arch):
+                   protocol, arch, devices=None):
     """Raises SettingsError for a setting that is bound to fail once the pipeline runs.
 
     Checks ranges and names against the library's registries (m3d_tf.recipes.RECIPES,
@@ -76,6 +76,7 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
     _check_int("real_per_class", real_per_class, 1, optional=True)
     _check_int("ipm", ipm, 1, optional=True)
     _check_choice("init", init, condenser.INITS, optional=True)
+    _check_devices(devices)
     _check_int("epochs", epochs, 1)
     _check_choice("protocol", protocol, evaluate.PROTOCOLS)
     _check_choice("arch", arch, networks.NETWORKS)
@@ -94,3 +95,24 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
             parameterization.validate_factor(shape, chosen.factor if factor is None else factor)
         except ValueError as error:
             raise SettingsError(f"source={source!r}: {error}") from None
+
+
+def _check_devices(devices):
+    """M3DCondense's devices: None/"" or comma-separated local device names, each once.
+
+    Whether they exist is known only on the node that runs the step (M3DCondense checks it there).
+    """
+    if not devices:
+        return
+    from components.condense import local_device
+
+    names = [name.strip() for name in str(devices).split(",")]
+    canonical = [local_device(name) for name in names]
+    for name, device in zip(names, canonical):
+        if device is None:
+            raise SettingsError(
+                f"devices={devices!r}: {name!r} is not a local device name; give names such as "
+                "\"/gpu:0,/gpu:1\", or leave devices empty for every visible GPU."
+            )
+    if len(set(canonical)) < len(canonical):
+        raise SettingsError(f"devices={devices!r} names a device twice; name each device once.")

@@ -104,7 +104,7 @@ def eval_config(accuracy_threshold):
 def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eval_per_class=100,
                     train_per_class=None, test_per_class=None, data_dir=None, recipe="m3d",
                     ipc=10, iterations=None, learning_rate=None, factor=None, kernel=None,
-                    real_per_class=None, ipm=None, init=None, seed=0, epochs=300,
+                    real_per_class=None, ipm=None, init=None, devices=None, seed=0, epochs=300,
                     protocol="idc", arch="convnet", flip=None, accuracy_threshold=0.5,
                     serving_dir=None, cpu=None, memory=None, node_cpu=None, node_memory=None,
                     accelerators=None, metadata_connection_config=None,
@@ -117,6 +117,8 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
         source, eval_per_class, train_per_class, test_per_class, data_dir: DatasetGen.
         recipe, ipc, iterations, learning_rate, factor, kernel, real_per_class, ipm, init:
             M3DCondense (None: the recipe's value).
+        devices: M3DCondense's MirroredStrategy devices, comma-separated ("/gpu:0,/gpu:1");
+            None: every GPU visible on its node, or the default strategy on a CPU-only node.
         seed: seed of the hold-out, the condensation and the network.
         epochs, protocol, arch, flip: the Trainer module's custom_config (flip None: no flips
             for digit datasets only).
@@ -144,7 +146,7 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
         test_per_class=test_per_class, recipe=recipe, ipc=ipc, iterations=iterations,
         learning_rate=learning_rate, factor=factor, kernel=kernel,
         real_per_class=real_per_class, ipm=ipm, init=init, epochs=epochs, protocol=protocol,
-        arch=arch,
+        arch=arch, devices=devices,
     )
     evaluation = eval_config(accuracy_threshold)
     if serving_dir is None:
@@ -156,7 +158,7 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
     condense = M3DCondense(
         dataset.outputs["examples"], recipe=recipe, ipc=ipc, iterations=iterations, seed=seed,
         learning_rate=learning_rate, factor=factor, kernel=kernel,
-        real_per_class=real_per_class, ipm=ipm, init=init,
+        real_per_class=real_per_class, ipm=ipm, init=init, devices=devices,
     ).with_id("m3d_condense")
     trainer = tfx.components.Trainer(
         examples=condense.outputs["condensed_examples"],
@@ -246,6 +248,9 @@ def add_arguments(parser):
     condense.add_argument("--ipm", type=int, default=DEFAULTS["ipm"],
                           help="iterations per random network")
     condense.add_argument("--init", default=DEFAULTS["init"], help=", ".join(condenser.INITS))
+    condense.add_argument("--devices", default=DEFAULTS["devices"],
+                          help="comma-separated devices for MirroredStrategy, e.g. /gpu:0,/gpu:1 "
+                               "(default: every GPU visible on the node, else one device)")
     training = parser.add_argument_group("training and evaluation (Trainer, Evaluator)")
     training.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
                           help="training epochs of the network")
@@ -273,7 +278,7 @@ def settings(args):
     """The create_pipeline keyword arguments of parsed `add_arguments` options."""
     names = ("source", "eval_per_class", "train_per_class", "test_per_class", "data_dir",
              "recipe", "ipc", "iterations", "learning_rate", "factor", "kernel",
-             "real_per_class", "ipm", "init", "seed", "epochs", "protocol", "arch", "flip",
+             "real_per_class", "ipm", "init", "devices", "seed", "epochs", "protocol", "arch", "flip",
              "accuracy_threshold", "serving_dir", "enable_cache")
     return {name: getattr(args, name) for name in names}
 

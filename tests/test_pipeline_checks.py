@@ -59,6 +59,14 @@ BAD_SETTINGS = [
     ({"test_per_class": -1}, "test_per_class must be an integer >= 1. Received test_per_class=-1."),
     ({"real_per_class": 0}, "real_per_class must be an integer >= 1. Received real_per_class=0."),
     ({"ipm": 0}, "ipm must be an integer >= 1. Received ipm=0."),
+    ({"devices": "gpu0"},
+     "devices='gpu0': 'gpu0' is not a local device name; give names such as \"/gpu:0,/gpu:1\", "
+     "or leave devices empty for every visible GPU."),
+    ({"devices": "/job:worker/gpu:0"},
+     "devices='/job:worker/gpu:0': '/job:worker/gpu:0' is not a local device name; give names "
+     "such as \"/gpu:0,/gpu:1\", or leave devices empty for every visible GPU."),
+    ({"devices": "/gpu:0,GPU:0"},
+     "devices='/gpu:0,GPU:0' names a device twice; name each device once."),
     ({"epochs": 0}, "epochs must be an integer >= 1. Received epochs=0."),
     ({"learning_rate": 0.0}, "learning_rate must be a number > 0. Received learning_rate=0.0."),
     ({"accuracy_threshold": 1.5},

@@ -35,7 +35,8 @@ RESOURCES = {"cpu": "2", "memory": "8G", "node_cpu": {"m3d_condense": "8", "push
 def spec(tmp_path_factory):
     output = tmp_path_factory.mktemp("kfp") / "m3d.json"
     compiled = kubeflow.compile_pipeline(output, image=IMAGE, pipeline_root="gs://bucket/m3d",
-                                         name="m3d-fashion-mnist", iterations=50, **RESOURCES)
+                                         name="m3d-fashion-mnist", iterations=50,
+                                         devices="/gpu:0,/gpu:1", **RESOURCES)
     assert json.loads(output.read_text()) == compiled
     return compiled
 
@@ -110,6 +111,11 @@ def test_executors_carry_their_resources(spec):
                                    pipeline_spec_pb2.PipelineDeploymentConfig())
     condense = parsed.executors["m3d_condense_executor"].container.resources
     assert (condense.cpu_limit, condense.accelerator.count) == (8.0, 2)
+
+
+def test_m3d_condense_gets_its_mirrored_strategy_devices(spec):
+    parameters = spec["pipelineSpec"]["root"]["dag"]["tasks"]["m3d_condense"]["inputs"]["parameters"]
+    assert parameters["devices"]["runtimeValue"]["constantValue"] == {"stringValue": "/gpu:0,/gpu:1"}
 
 
 def test_every_executor_runs_our_image(spec):
