@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -140,3 +141,31 @@ def test_pipeline_names_follow_kubeflow_rules(tmp_path):
     with pytest.raises(ValueError, match=r"accuracy_threshold is a fraction in \[0, 1\]\. "
                                          r"Received accuracy_threshold=50"):
         pipeline.create_pipeline("m3d", tmp_path, accuracy_threshold=50)
+
+
+def test_the_kfp_package_is_the_pipeline_spec_that_kfps_client_loads(spec, tmp_path):
+    from kfp.client import client
+
+    path = tmp_path / "m3d.yaml"
+    kubeflow.write_kfp_package(spec, path)
+    loaded = client._extract_pipeline_yaml(str(path))  # what create_run_from_pipeline_package reads
+    assert loaded.pipeline_spec.default_pipeline_root == "gs://bucket/m3d"
+    assert loaded.pipeline_spec.pipeline_info.name == "m3d-fashion-mnist"
+    assert set(loaded.pipeline_spec.root.dag.tasks) == NODES
+    with pytest.raises(pipeline.SettingsError, match=r"--kfp-package \S*m3d\.json: Kubeflow "
+                                                     r"Pipelines' client reads only \.yaml/\.yml"):
+        kubeflow.write_kfp_package(spec, tmp_path / "m3d.json")
+
+
+def test_main_writes_both_formats_or_nothing(tmp_path, capsys):
+    job, package = tmp_path / "job.json", tmp_path / "job.yaml"
+    assert kubeflow.main(["--pipeline-root", "gs://b/r", "--output", str(job),
+                          "--kfp-package", str(package), "--iterations", "3"]) == 0
+    assert json.loads(job.read_text())["pipelineSpec"]["root"] == yaml.safe_load(
+        package.read_text())["root"]
+    with pytest.raises(SystemExit) as exit_info:
+        kubeflow.main(["--pipeline-root", "gs://b/r", "--output", str(tmp_path / "other.json"),
+                       "--kfp-package", str(tmp_path / "other.txt")])
+    assert exit_info.value.code == 2
+    assert "reads only .yaml/.yml packages" in capsys.readouterr().err
+    assert not (tmp_path / "other.json").exists()
