@@ -3,7 +3,7 @@
 ENV := scripts/m3d-env
 IMAGE := scripts/m3d-image
 
-.PHONY: run test pipeline image image-gpu env info shell lock
+.PHONY: run test pipeline kubeflow-run image image-gpu env info shell lock
 
 # The main job: Fashion-MNIST at IPC 10, M3D vs DM vs random (m3d_tf/cli.py, `m3d main`).
 run:
@@ -23,6 +23,17 @@ test: image
 PIPELINE_ARGS ?= --iterations 200 --epochs 100
 pipeline:
 	$(ENV) run python -m pipelines.local --root runs/pipeline $(PIPELINE_ARGS)
+
+# The Kubeflow pipeline as a cluster runs it, here: compile the KFP v2 spec for the local image
+# (pipelines/kubeflow.py), then run the compiled spec's tasks one by one in that image with podman,
+# no network, as the KFP v2 launcher would (pipelines/launcher.py). Artifacts, executor outputs and
+# the pushed model under runs/kubeflow/<run>; no ML Metadata (the cluster's). A short run by default.
+KUBEFLOW_ARGS ?= --iterations 200 --epochs 100
+kubeflow-run: image
+	mkdir -p runs/kubeflow
+	$(IMAGE) serve $(ENV) run sh -ec 'python -m pipelines.kubeflow --image "$$M3D_PIPELINE_IMAGE" \
+	  --pipeline-root $(CURDIR)/runs/kubeflow --output runs/kubeflow/job.json $(KUBEFLOW_ARGS); \
+	  python -m pipelines.launcher runs/kubeflow/job.json'
 
 # The Kubeflow pipeline image, localhost/m3d-tf:VERSION (pipelines/Dockerfile), built with podman
 # without any registry: its base is the environment's Debian 13 root, imported once per environment

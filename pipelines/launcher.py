@@ -1,9 +1,13 @@
 """Runs a compiled Kubeflow Pipelines v2 job here, task by task, the way the KFP v2 launcher does.
 
-    python -m pipelines.launcher m3d_pipeline.json --pipeline-root /tmp/m3d-root \
+    python -m pipelines.launcher m3d_pipeline.json \
         --container-host unix:///tmp/podman.sock       # every task in its image, network none
-    python -m pipelines.launcher m3d_pipeline.json --pipeline-root /tmp/m3d-root --in-process
+    python -m pipelines.launcher m3d_pipeline.json --in-process
                                                         # no containers: this environment's python
+    make kubeflow-run                                   # compile, then run in the image (podman)
+
+The run's artifacts go under the job's pipeline root (runtimeConfig.gcsOutputDirectory, which must
+then be a local absolute path), or under --pipeline-root.
 
 `python -m pipelines.kubeflow` writes a PipelineJob JSON for a cluster. This module executes that
 file, not the Python pipeline it came from, so what it proves is what the cluster would run:
@@ -396,8 +400,9 @@ def main(argv=None):
                     "launcher does.",
     )
     parser.add_argument("job", help="PipelineJob JSON (python -m pipelines.kubeflow --output)")
-    parser.add_argument("--pipeline-root", required=True,
-                        help="local directory for the run's artifacts")
+    parser.add_argument("--pipeline-root",
+                        help="local directory for the run's artifacts (default: the job's "
+                             "pipeline root, when it is a local absolute path)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--container-host", default=os.environ.get("M3D_CONTAINER_HOST"),
                        help="Docker-compatible API of a container engine, e.g. "
@@ -410,8 +415,14 @@ def main(argv=None):
         parser.error("give --container-host (or set M3D_CONTAINER_HOST), or --in-process")
     try:
         job = load_job(args.job)
+        root = args.pipeline_root or job.get("runtimeConfig", {}).get("gcsOutputDirectory", "")
+        if not os.path.isabs(root):
+            raise LaunchError(
+                f"the job's pipeline root {root!r} is not a local directory; give --pipeline-root "
+                "(or compile with --pipeline-root /an/absolute/path)."
+            )
         runtime = InProcessRuntime() if args.in_process else ContainerRuntime(args.container_host)
-        results = run_job(job, args.pipeline_root, runtime, run_id=args.run_id,
+        results = run_job(job, root, runtime, run_id=args.run_id,
                           echo=lambda line: print(line, flush=True))
     except LaunchError as error:
         print(f"pipelines.launcher: error: {error}", file=sys.stderr)

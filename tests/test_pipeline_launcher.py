@@ -12,6 +12,7 @@ on the compiled spec without running anything.
 """
 
 import copy
+import json
 import os
 import warnings
 
@@ -48,21 +49,26 @@ def _runtime():
 
 
 @pytest.fixture(scope="module")
-def spec_path(tmp_path_factory):
+def pipeline_root(tmp_path_factory):
+    """The compiled pipeline root: a local directory, as a cluster's bucket would be."""
+    return str(tmp_path_factory.mktemp("pipeline_root"))
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory, pipeline_root):
     path = tmp_path_factory.mktemp("kfp") / "job.json"
     kubeflow.compile_pipeline(path, image=os.environ.get(
         "M3D_PIPELINE_IMAGE", f"localhost/m3d-tf:{m3d_tf.__version__}"),
-        pipeline_root="gs://unused-bucket/root", name=NAME, **TINY)
+        pipeline_root=pipeline_root, name=NAME, **TINY)
     return path
 
 
 @pytest.fixture(scope="module")
-def run(spec_path, tmp_path_factory):
+def run(spec_path, pipeline_root):
     runtime, _ = _runtime()
     job = launcher.load_job(spec_path)
-    root = tmp_path_factory.mktemp("pipeline_root")
-    results = launcher.run_job(job, root, runtime, run_id="run-1")
-    return job, root, results
+    results = launcher.run_job(job, pipeline_root, runtime, run_id="run-1")
+    return job, pipeline_root, results
 
 
 def test_every_task_of_the_compiled_spec_exits_zero_in_dependency_order(run):
@@ -110,6 +116,15 @@ def test_the_synthetic_set_loads_with_m3d_tf(run):
     assert output.metadata["ipc"] == 1 and output.metadata["kernel"] == "gaussian_mix"
 
 
+def test_the_pusher_pushes_the_blessed_model_under_the_pipeline_root(run):
+    _, root, results = run
+    pushed = results["pusher"].executor_output.artifacts["pushed_model"].artifacts[0]
+    assert pushed.metadata["pushed"] == 1
+    destination = pushed.metadata["pushed_destination"]
+    assert destination.startswith(os.path.join(root, "serving") + os.sep)
+    assert tf.saved_model.load(destination).signatures["serving_default"] is not None
+
+
 def test_inputs_come_from_the_producer_typed_by_the_consumer(run):
     job, root, results = run
     trainer_input = results["trainer"].executor_input
@@ -138,7 +153,7 @@ def test_task_order_respects_dependencies_and_rejects_cycles(job):
     assert order.index("trainer") < order.index("evaluator")
     cyclic = copy.deepcopy(job)
     cyclic["pipelineSpec"]["root"]["dag"]["tasks"]["dataset_gen"]["dependentTasks"] = ["trainer"]
-    with pytest.raises(launcher.LaunchError, match=r"the DAG has a cycle among \['dataset_gen'"):
+    with pytest.raises(launcher.LaunchError, match=r"the DAG has a cycle among \[.*'dataset_gen'"):
         launcher.task_order(cyclic)
     missing = copy.deepcopy(job)
     missing["pipelineSpec"]["root"]["dag"]["tasks"]["trainer"]["dependentTasks"] = ["nowhere"]
@@ -210,6 +225,14 @@ def test_the_command_line_needs_a_container_host_or_in_process(spec_path, tmp_pa
     assert launcher.main([str(spec_path), "--pipeline-root", str(tmp_path),
                           "--container-host", unreachable]) == 1
     assert f"no container engine answers at {unreachable}" in capsys.readouterr().err
+
+    job = launcher.load_job(spec_path)
+    job["runtimeConfig"]["gcsOutputDirectory"] = "gs://bucket/root"
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps(job))
+    assert launcher.main([str(remote), "--in-process"]) == 1
+    assert ("the job's pipeline root 'gs://bucket/root' is not a local directory; give "
+            "--pipeline-root") in capsys.readouterr().err
 
 
 def test_a_failing_task_stops_the_run_with_its_log(job, tmp_path):
