@@ -40,6 +40,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,8 @@ import uuid
 
 from google.protobuf import json_format, struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines import resources as pipeline_resources
 
 EXECUTOR_INPUT_PLACEHOLDER = "{{$}}"
 OUTPUT_FILE = "executor_output.json"
@@ -79,7 +82,8 @@ def load_job(path):
     try:
         json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
     except json_format.ParseError as error:
-        raise LaunchError(f"{path}: pipelineSpec is not a valid KFP v2 PipelineSpec: {error}") from None
+        raise LaunchError(
+            f"{path}: pipelineSpec is not a valid KFP v2 PipelineSpec: {error}") from None
     return job
 
 
@@ -252,6 +256,33 @@ class InProcessRuntime:
                                   stdin=subprocess.DEVNULL, check=False).returncode
 
 
+def container_limits(task_name, resources):
+    """docker-py's nano_cpus and mem_limit for a task's ResourceSpec dict (its limits).
+
+    Raises:
+        LaunchError: the task requests an accelerator (there is none here).
+    """
+    accelerator = resources.get("accelerator", {})
+    if accelerator.get("type") or accelerator.get("resourceType"):
+        raise LaunchError(
+            f"task {task_name!r} requests an accelerator ({accelerator}); this machine has "
+            "none. Compile without accelerators to run it here."
+        )
+    # The compiler writes the numbers (cores, GB) and, for newer backends, the quantities.
+    cpu = resources.get("cpuLimit")
+    if cpu is None and resources.get("resourceCpuLimit"):
+        cpu = pipeline_resources.parse_cpu(resources["resourceCpuLimit"])[1]
+    memory = resources.get("memoryLimit")
+    if memory is None and resources.get("resourceMemoryLimit"):
+        memory = pipeline_resources.parse_memory(resources["resourceMemoryLimit"])[1]
+    limits = {}
+    if cpu:
+        limits["nano_cpus"] = int(float(cpu) * 1e9)
+    if memory:
+        limits["mem_limit"] = int(float(memory) * 1e9)
+    return limits
+
+
 class ContainerRuntime:
     """Runs a task in its image through a Docker-compatible API (podman system service).
 
@@ -275,24 +306,6 @@ class ContainerRuntime:
                 "`podman system service --time=0 unix:///tmp/podman.sock`, or use --in-process."
             ) from None
 
-    def _limits(self, task_name, resources):
-        limits = {}
-        accelerator = resources.get("accelerator", {})
-        if accelerator.get("type") or accelerator.get("resourceType"):
-            raise LaunchError(
-                f"task {task_name!r} requests an accelerator ({accelerator}); this machine has "
-                "none. Compile without accelerators to run it here."
-            )
-        cpu = resources.get("cpuLimit") or _cpu_quantity(resources.get("resourceCpuLimit"))
-        if cpu:
-            limits["nano_cpus"] = int(float(cpu) * 1e9)
-        memory = resources.get("memoryLimit")  # GB, as the compiler writes it
-        if memory:
-            limits["mem_limit"] = int(float(memory) * 1e9)
-        elif resources.get("resourceMemoryLimit"):
-            limits["mem_limit"] = resources["resourceMemoryLimit"].replace("i", "").lower()
-        return limits
-
     def run(self, task_name, container, argv, pipeline_root, log_path):
         import docker
 
@@ -305,12 +318,14 @@ class ContainerRuntime:
                 f"{self.base_url} does not have; build it (`make image`) or compile with "
                 "--image naming a local image."
             ) from None
-        command, args = argv[:len(container.get("command", []))], argv[len(container.get("command", [])):]
+        split = len(container.get("command", []))
+        command, args = argv[:split], argv[split:]
         env = {item["name"]: item["value"] for item in container.get("env", [])}
+        limits = container_limits(task_name, container.get("resources", {}))
         handle = self.client.containers.run(
             image, entrypoint=command, command=args, environment=env, detach=True,
-            network_mode=self.network, volumes={pipeline_root: {"bind": pipeline_root, "mode": "rw"}},
-            labels={"m3d_tf.task": task_name}, **self._limits(task_name, container.get("resources", {})),
+            network_mode=self.network, labels={"m3d_tf.task": task_name},
+            volumes={pipeline_root: {"bind": pipeline_root, "mode": "rw"}}, **limits,
         )
         try:
             status = handle.wait()
@@ -319,13 +334,6 @@ class ContainerRuntime:
         finally:
             handle.remove(force=True)
         return int(status["StatusCode"])
-
-
-def _cpu_quantity(text):
-    """A Kubernetes CPU quantity ("2", "500m") as a float number of CPUs, or None."""
-    if not text:
-        return None
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 # === Running the job ===
@@ -393,6 +401,11 @@ def run_job(job, pipeline_root, runtime, *, run_id=None, echo=None):
     return results
 
 
+def _exit_on_signal(signum, frame):
+    del frame
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.launcher",
@@ -411,6 +424,8 @@ def main(argv=None):
                        help="run each task's command in this environment, without containers")
     parser.add_argument("--run-id", help="directory of this run under --pipeline-root")
     args = parser.parse_args(argv)
+    # A TERM (a CI timeout, kill) unwinds like Ctrl-C, so a running task's container is removed.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     if not args.in_process and not args.container_host:
         parser.error("give --container-host (or set M3D_CONTAINER_HOST), or --in-process")
     try:
@@ -428,8 +443,9 @@ def main(argv=None):
         print(f"pipelines.launcher: error: {error}", file=sys.stderr)
         return 1
     for name, result in results.items():
+        outputs = result.executor_output.artifacts
         print(f"{name}: exit {result.exit_code}, {result.seconds:.0f} s, outputs "
-              + ", ".join(f"{k}={v.artifacts[0].uri}" for k, v in result.executor_output.artifacts.items()))
+              + ", ".join(f"{key}={value.artifacts[0].uri}" for key, value in outputs.items()))
     return 0
 
 

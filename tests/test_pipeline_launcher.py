@@ -166,7 +166,8 @@ def test_executor_input_carries_parameters_outputs_and_the_output_file(job, tmp_
     message = launcher.executor_input(job, "m3d_condense", str(tmp_path), "r", produced={
         "dataset_gen": json_format.ParseDict({"artifacts": {"examples": {"artifacts": [
             {"name": "r/dataset_gen/examples", "uri": "/x/examples",
-             "metadata": {"split_names": '["train"]'}}]}}}, launcher.pipeline_spec_pb2.ExecutorOutput()),
+             "metadata": {"split_names": '["train"]'}}]}}},
+            launcher.pipeline_spec_pb2.ExecutorOutput()),
     })
     assert message.inputs.parameters["iterations"].int_value == TINY["iterations"]
     assert message.inputs.parameter_values["iterations"].number_value == TINY["iterations"]
@@ -233,6 +234,21 @@ def test_the_command_line_needs_a_container_host_or_in_process(spec_path, tmp_pa
     assert launcher.main([str(remote), "--in-process"]) == 1
     assert ("the job's pipeline root 'gs://bucket/root' is not a local directory; give "
             "--pipeline-root") in capsys.readouterr().err
+
+
+def test_containers_get_the_compiled_cpu_and_memory_limits_and_no_accelerator(tmp_path):
+    job = kubeflow.compile_pipeline(
+        tmp_path / "job.json", image="i", pipeline_root=str(tmp_path), name=NAME, cpu="500m",
+        memory="2Gi", node_cpu={"m3d_condense": "2"}, accelerators={"trainer": "nvidia.com/gpu"},
+        **TINY)
+    resources = {name: launcher.container_spec(job, name).get("resources", {})
+                 for name in ("dataset_gen", "m3d_condense", "trainer")}
+    assert launcher.container_limits("dataset_gen", resources["dataset_gen"]) == {
+        "nano_cpus": 500_000_000, "mem_limit": 2 * 2**30}
+    assert launcher.container_limits("m3d_condense", resources["m3d_condense"])["nano_cpus"] == 2e9
+    with pytest.raises(launcher.LaunchError, match=r"task 'trainer' requests an accelerator .*"
+                                                   r"this machine has none"):
+        launcher.container_limits("trainer", resources["trainer"])
 
 
 def test_a_failing_task_stops_the_run_with_its_log(job, tmp_path):
