@@ -223,7 +223,7 @@ def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=Fals
                               jit_compile=getattr(args, "xla", False))
             start = checkpoints.restore_checkpoint(condenser, checkpoint_dir)
         _say(f"resuming {checkpoint_dir} at iteration {start} of {iterations}")
-    elif writer:  # a worker checked before joining (_start_cluster); the chief may have made it since
+    elif writer:  # other workers checked before joining: by now the chief may have made it
         _check_no_checkpoint(checkpoint_dir)
     chosen = recipes.get_recipe(recipe)
     rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]

@@ -1,4 +1,4 @@
-"""Several machines: TF_CONFIG checked at the boundary, MultiWorkerMirroredStrategy with bounded waits.
+"""Several machines: TF_CONFIG checked at the boundary, MultiWorkerMirroredStrategy, bounded waits.
 
 Every worker runs the same program with its own TF_CONFIG (Kubeflow's TFJob sets it per pod):
 
@@ -173,7 +173,7 @@ def multi_worker_strategy(cluster, *, timeout=300.0):
     Call it before any other TensorFlow op (TensorFlow configures collectives once, at start).
 
     Args:
-        cluster: Cluster from read_tf_config().
+        cluster: read_tf_config() of this process (TensorFlow reads the same TF_CONFIG).
         timeout: seconds every task has to start and join; also how long a running task may stay
             silent before the others give up on it (the coordination service's heartbeat).
 
