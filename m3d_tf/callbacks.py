@@ -11,6 +11,7 @@
     eval/accuracy_mean, eval/accuracy_std, eval/summary
                             final test accuracies of fresh networks (`log_evaluation`)
 
+Under MultiWorkerMirroredStrategy only the chief writes; the other workers log nothing.
 Steps count train batches (condensation iterations) from `initial_step`, so a resumed run
 continues the curves of the interrupted one.
 
@@ -24,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from m3d_tf import io
+from m3d_tf import distribute, io
 
 
 def _positive_int(name, value):
@@ -107,6 +108,7 @@ class TensorBoardCallback(keras.callbacks.Callback):
         self._writer = None
         self._learning_rate = None
         self._last_grid_step = None
+        self._writes = True
 
     def _num_classes(self, labels):
         num_classes = int(np.max(labels)) + 1
@@ -132,10 +134,15 @@ class TensorBoardCallback(keras.callbacks.Callback):
         self._last_grid_step = self.step
 
     def on_train_begin(self, logs=None):
+        self._writes = distribute.is_writer(self.model.distribute_strategy)
+        if not self._writes:
+            return
         self._writer = tf.summary.create_file_writer(self.log_dir)
         self._write_grids()
 
     def on_train_batch_begin(self, batch, logs=None):
+        if not self._writes:
+            return
         # Read before the step: after it, a schedule already gives the next step's rate.
         if (self.step + 1) % self.scalar_every == 0:
             # Under MirroredStrategy the rate is a MirroredVariable, which has no __float__ and
@@ -145,6 +152,8 @@ class TensorBoardCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if not self._writes:
+            return
         if self.step % self.scalar_every == 0:
             with self._writer.as_default():
                 for key, value in (logs or {}).items():
@@ -157,6 +166,8 @@ class TensorBoardCallback(keras.callbacks.Callback):
             self._write_grids()
 
     def on_train_end(self, logs=None):
+        if not self._writes:
+            return
         if self._last_grid_step != self.step:
             self._write_grids()
         self._writer.close()

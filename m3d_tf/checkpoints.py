@@ -20,6 +20,8 @@ import pathlib
 import keras
 import tensorflow as tf
 
+from m3d_tf import distribute
+
 RUN_FILE = "run.json"
 
 
@@ -75,6 +77,9 @@ def restore_checkpoint(condenser, directory):
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves pixels + optimiser state every `every` iterations and at the end.
 
+    Under MultiWorkerMirroredStrategy only the chief writes: every worker holds the same
+    mirrored values, and a resume restores them on every worker from the chief's directory.
+
     Args:
         directory: checkpoint directory (created if missing).
         run: JSON-serialisable settings of the run, written to run.json so a
@@ -94,6 +99,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         self._manager = None
 
     def on_train_begin(self, logs=None):
+        if not distribute.is_writer(self.model.distribute_strategy):
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         temporary = self.directory / f".{RUN_FILE}.tmp"
         temporary.write_text(json.dumps(self.run, indent=2, sort_keys=True))
@@ -103,6 +110,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         )
 
     def _save(self):
+        if self._manager is None:  # a non-chief worker
+            return
         step = int(self.model.optimizer.iterations.numpy())
         if self._manager.latest_checkpoint != os.path.join(str(self.directory), f"ckpt-{step}"):
             self._manager.save(checkpoint_number=step)

@@ -56,7 +56,13 @@ def _parser():
     condense.add_argument("--seed", type=int, default=0)
     condense.add_argument("--bf16", action="store_true", help="bfloat16 random-net compute")
     condense.add_argument("--xla", action="store_true", help="compile the step with XLA")
-    condense.add_argument("--strategy", choices=("default", "mirrored"), default="default")
+    condense.add_argument(
+        "--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+        help="mirrored: every GPU of this machine; multiworker: the machines in TF_CONFIG",
+    )
+    condense.add_argument("--cluster-timeout", type=float, default=300.0,
+                          help="multiworker: seconds for every worker to join (and the longest "
+                          "a running worker may stay silent)")
     condense.add_argument("--tensorboard", help="TensorBoard log directory")
     condense.add_argument("--image-every", type=_positive, default=100,
                           help="TensorBoard image grid every N iterations")
@@ -119,12 +125,45 @@ def _say(message):
     print(message, flush=True)
 
 
-def _strategy(name):
+_STRATEGIES = {}
+
+
+def _strategy(name, timeout=300.0):
+    """The tf.distribute strategy called `name`, made once per process.
+
+    "multiworker" must be made before any other TensorFlow op: main() makes it first.
+    """
     import tensorflow as tf
 
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    if name not in _STRATEGIES:
+        if name == "multiworker":
+            from m3d_tf import distribute
+
+            _STRATEGIES[name] = distribute.multi_worker_strategy(
+                distribute.read_tf_config(), timeout=timeout
+            )
+        elif name == "mirrored":
+            _STRATEGIES[name] = tf.distribute.MirroredStrategy()
+        else:
+            return tf.distribute.get_strategy()
+    return _STRATEGIES[name]
+
+
+def _start_cluster(args):
+    """Checks TF_CONFIG and the outputs, then joins the cluster, before any TensorFlow op.
+
+    Every task checks --out here, before the join: after it a fast chief may already have
+    made OUT.checkpoint, which a slower worker would take for an earlier run's.
+    """
+    from m3d_tf import distribute
+
+    distribute.read_tf_config()
+    _check_new_dir(args.out)
+    if not args.resume:
+        _check_no_checkpoint(pathlib.Path(f"{args.out}.checkpoint"))
+    if not args.cluster_timeout > 0:
+        raise UsageError(f"--cluster-timeout must be positive, got {args.cluster_timeout}")
+    _strategy("multiworker", args.cluster_timeout)
 
 
 def _table(rows, headers):
@@ -141,9 +180,22 @@ def _check_new_dir(path, flag="--out"):
         )
 
 
+def _check_no_checkpoint(checkpoint_dir):
+    if checkpoint_dir.exists():
+        raise UsageError(
+            f"{checkpoint_dir} exists from an earlier run; pass --resume to continue it, or "
+            "delete it to start over."
+        )
+
+
 def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=False, **overrides):
-    """Runs (or resumes) one condensation and saves the set; returns (set, seconds)."""
-    from m3d_tf import callbacks, checkpoints, io, recipes
+    """Runs (or resumes) one condensation and saves the set; returns (set, seconds).
+
+    Under --strategy multiworker every task runs this; only the chief writes (checkpoints,
+    TensorBoard, the set), and a lost worker ends every task with one line naming the
+    checkpoint to --resume from.
+    """
+    from m3d_tf import callbacks, checkpoints, distribute, io, recipes
 
     checkpoint_dir = pathlib.Path(f"{out}.checkpoint")
     run = {
@@ -152,6 +204,7 @@ def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=Fals
         "overrides": {k: v for k, v in overrides.items()},
     }
     strategy = _strategy(getattr(args, "strategy", "default"))
+    writer = distribute.is_writer(strategy)
     condenser, start = None, 0
     if getattr(args, "resume", False):
         saved = checkpoints.read_run(checkpoint_dir)
@@ -170,11 +223,8 @@ def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=Fals
                               jit_compile=getattr(args, "xla", False))
             start = checkpoints.restore_checkpoint(condenser, checkpoint_dir)
         _say(f"resuming {checkpoint_dir} at iteration {start} of {iterations}")
-    elif checkpoint_dir.exists():
-        raise UsageError(
-            f"{checkpoint_dir} exists from an earlier run; pass --resume to continue it, or "
-            "delete it to start over."
-        )
+    elif writer:  # other workers checked before joining: by now the chief may have made it
+        _check_no_checkpoint(checkpoint_dir)
     chosen = recipes.get_recipe(recipe)
     rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
     run["learning_rate_used"] = rate
@@ -192,18 +242,32 @@ def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=Fals
             )
             condenser.initialize((images, labels))
             condenser.compile(learning_rate=rate, jit_compile=getattr(args, "xla", False))
-    condenser, history = recipes.condense(
-        images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
-        callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
-    )
+    try:
+        condenser, history = recipes.condense(
+            images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
+            callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
+        )
+    except _collective_errors(strategy) as error:
+        raise distribute.ClusterError(distribute.cluster_failure(error, checkpoint_dir)) from None
     seconds = time.time() - started
     final = history.get("mmd", [None])[-1]
     synthetic = io.SyntheticSet.from_condenser(
         condenser, info, iterations=iterations, final_mmd=final, method=chosen.method
     )
     formats = ("npz", "tfrecord") if getattr(args, "tfrecord", False) else ("npz",)
-    io.save_set(out, synthetic, formats=formats)
+    if writer:
+        io.save_set(out, synthetic, formats=formats)
     return synthetic, seconds
+
+
+def _collective_errors(strategy):
+    """What a lost worker raises in fit: TF's runtime errors, only under several workers."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.InternalError, tf.errors.AbortedError)
+    return ()
 
 
 def _evaluate(synthetic, test_images, test_labels, *, protocol, arch, runs, epochs, seed):
@@ -357,9 +421,13 @@ def main(argv=None):
     """Entry point of the `m3d` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
+    from m3d_tf.distribute import ClusterError
+
     try:
+        if getattr(args, "strategy", None) == "multiworker":
+            _start_cluster(args)
         COMMANDS[args.command](args)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, ClusterError) as error:
         print(f"m3d: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -409,6 +409,14 @@ class M3DCondenser(keras.Model):
                 f"{self.real_per_class})."
             )
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras learns the input shapes by all-reducing the first batch across replicas, which
+        # MultiWorkerMirroredStrategy rejects for (images, labels) pairs. Nothing needs them:
+        # the pixels and trackers exist from __init__; only the optimizer is left to build.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build([self.pixels])
+
     def _seed(self, stream, *data):
         seed = tf.constant([self.seed, stream], dtype=tf.int64)
         for d in data:
@@ -516,7 +524,12 @@ class M3DCondenser(keras.Model):
         for tracker, value in zip(self.metrics, [loss, *tf.unstack(per_kernel)]):
             tracker.reset_state()
             tracker.update_state(value)
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if tf.distribute.get_strategy().extended._in_multi_worker_mode():
+            # Across workers Keras averages the logs along axis 0 (reduce_per_replica in its
+            # TF trainer), so each needs one; every replica holds the same values.
+            logs = {name: value[None] for name, value in logs.items()}
+        return logs
 
     @property
     def metrics(self):
