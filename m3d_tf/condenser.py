@@ -564,8 +564,18 @@ class M3DCondenser(keras.Model):
             self._normalize(images), labels, aug_seed, self.augmentation,
             num_groups=self.num_classes, flip=self.flip,
         )
-        real_features = tf.stop_gradient(self._features(real, weights))  # (B, D)
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        if distributed and route == _PER_BATCH:
+            # The last batch of a finite stream may leave a replica an empty
+            # shard, which the ConvNet cannot embed: it embeds one blank image
+            # instead and keeps none of its features.
+            count = tf.shape(real)[0]
+            blank = tf.zeros((1,) + self.image_shape, real.dtype)
+            real = tf.cond(count > 0, lambda: real, lambda: blank)
+            real_features = tf.stop_gradient(self._features(real, weights))[:count]
+        else:
+            real_features = tf.stop_gradient(self._features(real, weights))  # (B, D)
+        if distributed:
             replica = tf.distribute.get_replica_context()
             real_features = replica.all_gather(real_features, axis=0)
             labels = replica.all_gather(labels, axis=0)

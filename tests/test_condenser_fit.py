@@ -290,9 +290,12 @@ _MIRRORED = textwrap.dedent(
                                      net_width=16, seed=3)
             condenser.initialize(real)
             condenser.compile(learning_rate=0.05)
-        # 25 images a batch: shards of 13 and 12, unbalanced, in a shuffled order.
-        ds = tf.data.Dataset.from_tensor_slices(real).shuffle(300, seed=5).batch(25)
-        history = condenser.fit(ds, steps_per_epoch=1, epochs=2, verbose=0)
+        # Shuffled, so shards differ in class counts; the last batch (1 image) leaves one
+        # replica a shard of 1 and the other an empty one.
+        ds = tf.data.Dataset.from_tensor_slices(real).shuffle(
+            300, seed=5, reshuffle_each_iteration=False)  # keras reads a batch ahead (build)
+        ds = ds.take(49).batch(24)
+        history = condenser.fit(ds, epochs=1, verbose=0)
         return condenser.synthetic_images(), np.array(history.history["mmd"])
 
     one = run(tf.distribute.get_strategy())
