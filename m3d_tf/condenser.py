@@ -35,7 +35,7 @@ Example:
     condenser = M3DCondenser(10, (28, 28, 1), ipc=10, mean=0.286, std=0.353)
     condenser.initialize(ds.take(20))
     condenser.compile()
-    condenser.fit(ds, steps_per_epoch=1000, epochs=1)
+    condenser.fit(ds.repeat(), steps_per_epoch=1000, epochs=1)
     condenser.save("c.keras")
     pixels = condenser.synthetic_images()
 """
@@ -448,7 +448,7 @@ class M3DCondenser(keras.Model):
 
         Example:
             ds = tfds.load("fashion_mnist", split="train", as_supervised=True)
-            condenser.fit(ds.shuffle(10_000).batch(256), steps_per_epoch=1000)
+            condenser.fit(ds.shuffle(10_000).batch(256).repeat(), steps_per_epoch=1000)
 
         Raises:
             ValueError: not a dataset, not initialised, or unusable elements.

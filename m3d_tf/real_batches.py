@@ -1,4 +1,4 @@
-"""The real batches `M3DCondenser.fit` consumes: any labelled tf.data stream, checked batch by batch.
+"""The real batches `M3DCondenser.fit` consumes: any labelled tf.data stream, every batch checked.
 
 A Keras user already has `tfds.load(name, as_supervised=True).shuffle(...).batch(256)` or
 `tf.data.Dataset.from_tensor_slices((x, y)).batch(256)`: uint8 or float images, integer labels of

@@ -75,7 +75,7 @@ def _pick(real, counts, seed):
 
 
 def _oracle_terms(condenser, images, labels, step):
-    """(C, K) float64 MMD^2 of a batch, from the step's net and the NumPy oracle (no augmentation)."""
+    """(C, K) float64 MMD^2 of a batch: the step's net, then the NumPy oracle (no augmentation)."""
     weights = networks.convnet_weights(
         condenser._seed(1, step // condenser.ipm), 1, (28, 28), width=16, depth=3,
         norm="instancenorm",
@@ -190,16 +190,26 @@ def _spec_cases(real):
     one_hot = np.eye(CLASSES, dtype=np.float32)[labels]
     ds = tf.data.Dataset.from_tensor_slices
     return [
-        (ds(images).batch(8), r"the dataset yields only images .*needs their labels too: give \(images, labels\)"),
-        (ds({"image": images, "label": labels}).batch(8), r"the dataset yields dicts with keys \['image', 'label'\].*as_supervised=True"),
-        (ds((images, labels, labels)).batch(8), r"the dataset yields 3-tuples; fit\(\) needs \(images, labels\) pairs"),
-        (ds((images, labels.astype(np.float32))).batch(8), r"labels must be integer class indices in \[0, 3\). Received dtype float32; cast whole-number"),
-        (ds((images, one_hot)).batch(8), r"labels of shape \(None, 3\) look one-hot; pass class indices: .*tf.argmax"),
-        (ds((images, np.stack([labels, labels], 1))).batch(8), r"labels must have shape \(batch,\) or \(batch, 1\). Received \(None, 2\)"),
-        (ds((images.astype(np.int32), labels)).batch(8), r"images must be uint8 \(0..255\) or float in \[0, 1\]. Received dtype int32"),
-        (ds((floats, labels)), r"the dataset yields single images of shape \(28, 28, 1\), not batches; batch it first"),
-        (ds((floats[:, :14], labels)).batch(8), r"image batches must have shape \(batch, 28, 28, 1\) to match image_shape. Received \(None, 14, 28, 1\)"),
-        (tf.data.Dataset.from_tensors((floats, labels[:20])), r"batches of 24 images carry 20 labels"),
+        (ds(images).batch(8),
+         r"the dataset yields only images .*needs their labels too: give \(images, labels\)"),
+        (ds({"image": images, "label": labels}).batch(8),
+         r"the dataset yields dicts with keys \['image', 'label'\].*as_supervised=True"),
+        (ds((images, labels, labels)).batch(8),
+         r"the dataset yields 3-tuples; fit\(\) needs \(images, labels\) pairs"),
+        (ds((images, labels.astype(np.float32))).batch(8),
+         r"labels must be integer class indices in \[0, 3\). Received dtype float32; cast whole-number"),
+        (ds((images, one_hot)).batch(8),
+         r"labels of shape \(None, 3\) look one-hot; pass class indices: .*tf.argmax"),
+        (ds((images, np.stack([labels, labels], 1))).batch(8),
+         r"labels must have shape \(batch,\) or \(batch, 1\). Received \(None, 2\)"),
+        (ds((images.astype(np.int32), labels)).batch(8),
+         r"images must be uint8 \(0..255\) or float in \[0, 1\]. Received dtype int32"),
+        (ds((floats, labels)),
+         r"the dataset yields single images of shape \(28, 28, 1\), not batches; batch it first"),
+        (ds((floats[:, :14], labels)).batch(8),
+         r"image batches must have shape \(batch, 28, 28, 1\) to match image_shape. Received \(None, 14, 28, 1\)"),
+        (tf.data.Dataset.from_tensors((floats, labels[:20])),
+         r"batches of 24 images carry 20 labels"),
     ]
 
 
@@ -220,9 +230,12 @@ def test_every_batch_is_checked_as_it_is_read(real):
     cases = [
         ((floats[0] * 255.0, floats[1]), r"float images must lie in \[0, 1\] with no NaN or Inf; "
          r"a batch has values in \[0, 255\]. Divide 0..255 pixels by 255"),
-        ((np.where(floats[0] > 0.5, np.nan, floats[0]), floats[1]), r"float images must lie in \[0, 1\] with no NaN or Inf; a batch has values in \["),
-        ((floats[0], np.where(floats[1] == 2, 5, floats[1])), r"labels must lie in \[0, 3\); a batch has labels in \[0, 5\]"),
-        ((floats[0], floats[1] - 1), r"labels must lie in \[0, 3\); a batch has labels in \[-1, 1\]"),
+        ((np.where(floats[0] > 0.5, np.nan, floats[0]), floats[1]),
+         r"float images must lie in \[0, 1\] with no NaN or Inf; a batch has values in \["),
+        ((floats[0], np.where(floats[1] == 2, 5, floats[1])),
+         r"labels must lie in \[0, 3\); a batch has labels in \[0, 5\]"),
+        ((floats[0], floats[1] - 1),
+         r"labels must lie in \[0, 3\); a batch has labels in \[-1, 1\]"),
         ((floats[0][:0], floats[1][:0]), r"a batch has 0 images and 0 labels; every batch needs"),
     ]
     condenser = _condenser(real)
@@ -261,9 +274,13 @@ def test_runtime_sizes_are_checked_when_the_spec_leaves_them_open(real):
 def test_initialize_refuses_float_labels_and_0_255_floats(real):
     images, labels = real
     condenser = M3DCondenser(CLASSES, (28, 28, 1), **SMALL)
-    with pytest.raises(ValueError, match=r"labels must be integer class indices. Received dtype float64"):
+    with pytest.raises(
+        ValueError, match=r"labels must be integer class indices. Received dtype float64"
+    ):
         condenser.initialize((images, labels.astype(np.float64) + 0.7))
-    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]. Received values in \[0, 255\]"):
+    with pytest.raises(
+        ValueError, match=r"float images must lie in \[0, 1\]. Received values in \[0, 255\]"
+    ):
         condenser.initialize((images.astype(np.float32), labels))
     with pytest.raises(ValueError, match=r"std must be positive and finite per channel"):
         M3DCondenser(CLASSES, (28, 28, 1), std=float("nan"))
