@@ -324,6 +324,7 @@ _MIRRORED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_with_uneven_unbalanced_shards_matches_one_device(real, tmp_path):
     np.savez(tmp_path / "real.npz", images=real[0], labels=real[1])
     script = tmp_path / "mirrored.py"

@@ -34,6 +34,7 @@ def _new(real):
     return condenser
 
 
+@pytest.mark.slow
 def test_save_load_round_trips_pixels_optimizer_and_step_and_fit_continues(real, tmp_path):
     uninterrupted = _new(real)
     _fit(uninterrupted, real, 0, 4)
