@@ -1,12 +1,23 @@
 """M3DCondenser: a keras.Model whose weights are a synthetic image set.
 
 The model owns nothing but the stored synthetic pixels. Its `train_step` draws a
-random ConvNet (a new one every `ipm` iterations), embeds a class-balanced batch of
-real images (no gradient) and the decoded synthetic images of every class under the
-same Siamese augmentation, and minimises the sum over classes of the multi-kernel
+random ConvNet (a new one every `ipm` iterations), embeds a batch of real images
+(no gradient) and the decoded synthetic images of every class under the same
+Siamese augmentation, and minimises the sum over classes of the multi-kernel
 MMD^2 between the two feature sets (M3D, Zhang et al., AAAI 2024). With
 `kernel="linear", ipm=1` the loss is exactly DM's squared mean difference
 (Zhao & Bilen, WACV 2023).
+
+`fit` takes any labelled tf.data stream (uint8 or float images, any batch size,
+classes in any proportion; see m3d_tf.real_batches, which checks every batch).
+A batch holding exactly `real_per_class` images of every class, as
+`m3d_tf.data.balanced_batches` yields, takes the fast path: the batch is cut
+into per-class blocks and all classes are matched with batched matmuls
+(`mmd.grouped_mmd2`). Any other batch takes the label-masked path
+(`mmd.class_mmd2_terms`): each class present in the batch is matched with its
+own real images, and a class absent from the batch contributes nothing. The
+route is decided per batch from its label counts, so an unbalanced batch of
+the balanced size is never cut into the wrong classes.
 
 Randomness is a pure function of (seed, iteration, purpose): the random net, the
 augmentation draw and the subset of decoded images all come from stateless ops
@@ -14,22 +25,31 @@ folded from the seed and `optimizer.iterations`. A resumed run therefore repeats
 an uninterrupted one exactly, and every replica of a MirroredStrategy draws the
 same net.
 
+The model is Keras-serializable: `condenser.save("c.keras")` and
+`keras.saving.load_model("c.keras")` (or `load_condenser`) round-trip the pixels,
+the optimiser's state and its iteration, so fitting continues exactly.
+
 Example:
-    images, labels, info = m3d_tf.data.load_arrays("fashion_mnist")
-    condenser = M3DCondenser(info.num_classes, info.image_shape, ipc=10,
-                             mean=info.mean, std=info.std)
-    condenser.initialize((images, labels))
+    ds = tfds.load("fashion_mnist", split="train", as_supervised=True)
+    ds = ds.shuffle(10_000).batch(256)
+    condenser = M3DCondenser(10, (28, 28, 1), ipc=10, mean=0.286, std=0.353)
+    condenser.initialize(ds.take(20))
     condenser.compile()
-    ds = m3d_tf.data.balanced_batches((images, labels), 128, seed=0)
-    condenser.fit(ds, steps_per_epoch=1000, epochs=1)
+    condenser.fit(ds.repeat(), steps_per_epoch=1000, epochs=1)
+    condenser.save("c.keras")
     pixels = condenser.synthetic_images()
 """
+
+import json
+import os
+import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from m3d_tf import augment, mmd, networks, parameterization
+from m3d_tf import augment, mmd, networks, parameterization, real_batches
+from m3d_tf.data.balanced import balanced_layout
 
 KERNELS = ("gaussian_mix", "linear", "polynomial", "rbf_fixed")
 INITS = ("mix", "real", "noise")
@@ -41,6 +61,8 @@ _NET_STREAM, _AUG_STREAM, _SUBSET_STREAM = 1, 2, 3
 # Philox everywhere: "auto_select" may pick another algorithm under XLA or on
 # another device, which would change every random draw.
 _ALG = "philox"
+# Routes of a real batch to the MMD (see M3DCondenser._class_terms).
+_BALANCED, _PER_BATCH = "balanced", "per_batch"
 
 
 class UnitInterval(keras.constraints.Constraint):
@@ -66,6 +88,7 @@ def _choice(name, value, choices):
     return value
 
 
+@keras.saving.register_keras_serializable(package="m3d_tf")
 class M3DCondenser(keras.Model):
     """Learns `ipc` stored images per class by minimising multi-kernel MMD.
 
@@ -85,7 +108,9 @@ class M3DCondenser(keras.Model):
         ipm: iterations per random model (M3D: 5, DM: 1).
         augmentation: Siamese augmentation strategy while matching.
         flip: allow horizontal flips in augmentation (False for digits).
-        real_per_class: real images per class expected in each batch.
+        real_per_class: real images per class of a balanced batch (as
+            `balanced_batches(data, real_per_class)` yields): such batches
+            take the fast path. Other batches are matched by label masks.
         init: "mix" (mosaic of f*f real images), "real" or "noise".
         max_decoded_per_class: at most this many decoded synthetic images of a
             class enter one step (a fresh random subset each step).
@@ -166,8 +191,12 @@ class M3DCondenser(keras.Model):
         channels = self.image_shape[-1]
         self.mean = self._per_channel("mean", mean, 0.0, channels)
         self.std = self._per_channel("std", std, 1.0, channels)
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive per channel. Received std={self.std}.")
+        if not all(np.isfinite(self.mean)):
+            raise ValueError(f"mean must be finite per channel. Received mean={self.mean}.")
+        if not all(np.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(
+                f"std must be positive and finite per channel. Received std={self.std}."
+            )
         if compute_dtype is None:
             compute_dtype = self.dtype_policy.compute_dtype
             if compute_dtype not in COMPUTE_DTYPES:  # e.g. mixed_float16
@@ -200,10 +229,17 @@ class M3DCondenser(keras.Model):
         )
         self.mmd_tracker = keras.metrics.Mean(name="mmd")
         self.term_trackers = [keras.metrics.Mean(name=f"mmd_{t}") for t in self.term_names]
+        # Every weight exists now. Marking the model built lets Keras create the
+        # optimiser's variables when a saved model is compiled from its config,
+        # so that loading restores the momentum buffers too.
+        self.built = True
+        # How train_step matches its batches; fit() sets it from its dataset (_class_terms).
+        self._route = _PER_BATCH
 
     # === Config ===
     def get_config(self):
-        return {
+        config = super().get_config()  # name, trainable, dtype policy
+        config.update({
             "num_classes": self.num_classes,
             "image_shape": list(self.image_shape),
             "ipc": self.ipc,
@@ -228,11 +264,20 @@ class M3DCondenser(keras.Model):
             "std": list(self.std),
             "compute_dtype": self.compute_dtype_name,
             "seed": self.seed,
-            "name": self.name,
-        }
+        })
+        return config
 
     @classmethod
     def from_config(cls, config):
+        """An M3DCondenser from `get_config()`'s dict; another model's config is refused."""
+        missing = [k for k in ("num_classes", "image_shape") if k not in config]
+        if missing:
+            what = "layers" if "layers" in config else ", ".join(sorted(config)) or "nothing"
+            raise ValueError(
+                f"M3DCondenser.from_config() got the config of another model (it holds {what}; "
+                f"{' and '.join(missing)} missing); give a config or .keras file written by an "
+                "M3DCondenser, or load other models with keras.saving.load_model."
+            )
         return cls(**config)
 
     def _kernel_options(self):
@@ -309,6 +354,15 @@ class M3DCondenser(keras.Model):
             images, labels = np.asarray(images), np.asarray(labels)
         if images.dtype == np.uint8:
             images = images.astype(np.float32) / 255.0
+        if not np.issubdtype(labels.dtype, np.integer):  # never truncate 2.7 to class 2
+            raise ValueError(
+                "initialize(): labels must be integer class indices. Received dtype "
+                f"{labels.dtype}; pass class indices (np.argmax for one-hot labels)."
+            )
+        if labels.ndim > 1 and labels.shape[1:] != (1,) * (labels.ndim - 1):
+            raise ValueError(
+                f"initialize(): labels must have shape (N,) or (N, 1). Received {labels.shape}."
+            )
         labels = labels.reshape(-1)
         self._check_real(images, labels, where="initialize()")
         return images.astype(np.float32), labels.astype(np.int64)
@@ -333,6 +387,12 @@ class M3DCondenser(keras.Model):
         if not np.all(np.isfinite(images)):
             raise ValueError(
                 f"{where}: real images contain NaN or Inf. Clean the data before condensing."
+            )
+        low, high = float(images.min()), float(images.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"{where}: float images must lie in [0, 1]. Received values in "
+                f"[{low:g}, {high:g}]; divide 0..255 pixels by 255 (or pass uint8)."
             )
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(
@@ -360,19 +420,45 @@ class M3DCondenser(keras.Model):
                 "configures the default SGD optimizer."
             )
         super().compile(optimizer=optimizer, **kwargs)
+        # Its momentum buffers exist from now on, so that a condenser saved before
+        # any fit() holds the same optimiser variables as one saved after.
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        """Compiles a loaded condenser as the saved one was (its optimiser included).
+
+        Keras leaves a model with a custom compile() uncompiled on load unless
+        the model says how. The optimiser's variables are created here, so
+        that loading fills its momentum buffers and iteration count.
+        """
+        super().compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, *args, **kwargs):
-        """keras.Model.fit on a dataset of class-balanced real batches.
+        """keras.Model.fit on any tf.data.Dataset of labelled real batches.
 
-        `x` must be a tf.data.Dataset of (images, labels) batches holding exactly
-        `real_per_class` images of every class, as `m3d_tf.data.balanced_batches`
-        yields. The first batch is checked here (shape, dtype, finite values,
-        label range, balance) so that train_step runs unchecked.
+        `x` yields (images, labels) batches: images uint8 (0..255) or float in
+        [0, 1], (B, H, W, C) (or (B, H, W) for one channel); labels of any
+        integer dtype, (B,) or (B, 1). Any batch size, classes in any
+        proportion: a class absent from a batch contributes nothing to that
+        step. What the dataset yields is checked here, before any work; every
+        batch is checked as it is read (m3d_tf.real_batches), and a failed
+        check stops fit with a one-line `real_batches.BatchError` (a
+        ValueError and a tf.errors.InvalidArgumentError).
+
+        Example:
+            ds = tfds.load("fashion_mnist", split="train", as_supervised=True)
+            condenser.fit(ds.shuffle(10_000).batch(256).repeat(), steps_per_epoch=1000)
+
+        Raises:
+            ValueError: not a dataset, not initialised, or unusable elements.
+            real_batches.BatchError: a batch failed its checks.
         """
         if not isinstance(x, tf.data.Dataset):
             raise ValueError(
-                "M3DCondenser.fit() needs a tf.data.Dataset of class-balanced (images, labels) "
-                "batches, e.g. m3d_tf.data.balanced_batches((images, labels), real_per_class). "
+                "M3DCondenser.fit() needs a tf.data.Dataset of (images, labels) batches, e.g. "
+                "tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(10_000).batch(256)"
+                f" or m3d_tf.data.balanced_batches((images, labels), real_per_class). "
                 f"Received {type(x).__name__}."
             )
         if float(self.initialized.numpy()) != 1.0:
@@ -380,34 +466,27 @@ class M3DCondenser(keras.Model):
                 "The synthetic set is not initialised: call condenser.initialize(real_data) "
                 "before fit()."
             )
-        self._check_batch(x)
+        if x.cardinality() == 0:
+            raise ValueError("fit() received an empty dataset: it yields no batch.")
+        route = self._route_for(x)
+        if route != self._route:  # the step is traced once per route
+            self._route, self.train_function = route, None
+        batches = real_batches.checked_batches(
+            x, self.num_classes, self.image_shape,
+            per_class=self.real_per_class if route == _BALANCED else None,
+        )
         kwargs.setdefault("shuffle", False)  # batches come shuffled by their pipeline
-        return super().fit(x, *args, **kwargs)
+        try:
+            return super().fit(batches, *args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            real_batches.raise_batch_error(error)
+            raise
 
-    def _check_batch(self, dataset):
-        first = next(iter(dataset.take(1)), None)
-        if first is None:
-            raise ValueError("fit() received an empty dataset: it yielded no batch.")
-        if not (isinstance(first, tuple) and len(first) == 2):
-            raise ValueError(
-                "fit() needs a dataset of (images, labels) batches. "
-                f"Received elements of {dataset.element_spec}."
-            )
-        images, labels = first
-        if images.dtype != tf.float32:
-            raise ValueError(
-                f"fit(): real images must be float32 in [0, 1]. Received dtype {images.dtype.name}."
-            )
-        images, labels = images.numpy(), labels.numpy().reshape(-1)
-        self._check_real(images, labels, where="fit()")
-        counts = np.bincount(labels, minlength=self.num_classes)
-        if np.any(counts != self.real_per_class):
-            raise ValueError(
-                f"fit(): every batch must hold exactly real_per_class={self.real_per_class} images "
-                f"of each of the {self.num_classes} classes; the first batch has per-class counts "
-                f"{counts.tolist()}. Use m3d_tf.data.balanced_batches(data, "
-                f"{self.real_per_class})."
-            )
+    def _route_for(self, dataset):
+        """_BALANCED for a balanced_batches stream of every class with real_per_class each."""
+        layout = balanced_layout(dataset)
+        balanced = layout == (tuple(range(self.num_classes)), self.real_per_class)
+        return _BALANCED if balanced else _PER_BATCH
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras learns the input shapes by all-reducing the first batch across replicas, which
@@ -453,15 +532,28 @@ class M3DCondenser(keras.Model):
         The loss of iteration `step` (its random net, augmentation draw and
         subset of decoded images), differentiable with respect to the pixels.
 
+        Under tf.distribute every replica embeds its own shard of the batch
+        (shards may differ in size and in class counts) and then gathers the
+        features and labels of all shards, so every replica computes the MMD
+        of the whole global batch: class by class, over the real images of
+        that class in the whole batch, with the Gaussian bandwidth of that
+        class's whole pooled set. This is exact, not an average of per-replica
+        MMDs (which would be biased: MMD^2 is not linear in the sample).
+
         Args:
-            images: float32 (B, H, W, C) in [0, 1], a class-balanced real batch
-                (this replica's shard under tf.distribute).
-            labels: int (B,).
+            images: float32 (B, H, W, C) in [0, 1], the real batch (this
+                replica's shard under tf.distribute); any mix of classes.
+            labels: int (B,) in [0, num_classes).
             step: int scalar, the iteration.
 
         Returns:
-            float32 (num_classes, K) terms; their sum is the loss.
+            float32 (num_classes, K) terms; their sum is the loss. The row of a
+            class absent from the (global) batch is 0.
         """
+        return self._matching_terms(images, labels, step, _PER_BATCH)
+
+    def _matching_terms(self, images, labels, step, route):
+        """`matching_terms` by `route` (_BALANCED only for a balanced_batches stream)."""
         labels = tf.cast(tf.reshape(labels, (-1,)), tf.int32)
         step = tf.cast(step, tf.int64)
         weights = networks.convnet_weights(
@@ -475,23 +567,68 @@ class M3DCondenser(keras.Model):
         aug_seed = self._seed(_AUG_STREAM, step)
 
         # Real side, no gradient. Under tf.distribute each replica embeds its
-        # shard; gathering the features gives every replica all classes.
+        # shard; gathering the features gives every replica the whole batch.
         real = augment.siamese_augment(
             self._normalize(images), labels, aug_seed, self.augmentation,
             num_groups=self.num_classes, flip=self.flip,
         )
-        real_features = tf.stop_gradient(self._features(real, weights))  # (B, D)
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        if distributed and route == _PER_BATCH:
+            # The last batch of a finite stream may leave a replica an empty
+            # shard, which the ConvNet cannot embed: it embeds one blank image
+            # instead and keeps none of its features.
+            count = tf.shape(real)[0]
+            blank = tf.zeros((1,) + self.image_shape, real.dtype)
+            real = tf.cond(count > 0, lambda: real, lambda: blank)
+            real_features = tf.stop_gradient(self._features(real, weights))[:count]
+        else:
+            real_features = tf.stop_gradient(self._features(real, weights))  # (B, D)
+        if distributed:
             replica = tf.distribute.get_replica_context()
             real_features = replica.all_gather(real_features, axis=0)
             labels = replica.all_gather(labels, axis=0)
-        order = tf.argsort(labels, stable=True)
-        real_features = tf.reshape(
-            tf.gather(real_features, order), (self.num_classes, self.real_per_class, -1)
-        )  # (C, n_real, D)
 
-        syn_features = self._synthetic_features(weights, aug_seed, step)
-        return mmd.grouped_mmd2(syn_features, real_features, **self._kernel_options())
+        syn_features = self._synthetic_features(weights, aug_seed, step)  # (C, m, D)
+        return self._class_terms(syn_features, real_features, labels, route)
+
+    def _class_terms(self, syn_features, real_features, labels, route):
+        """(C, K) MMD^2 terms, by the fast path when the batch is balanced.
+
+        Two routes. A `balanced_batches(data, real_per_class)` stream of all
+        classes (fit() recognises the dataset object it returns, and its
+        pipeline asserts every batch's class counts) builds the fast path
+        alone: the step's graph is today's, so training is bit-identical to
+        it. Any other stream is routed per batch from its label counts
+        (tf.cond), never from the batch size alone: an unbalanced batch of the
+        balanced size is masked, not cut into the wrong classes. A cond costs
+        float rounding (its gradient is optimised apart from the rest of the
+        step), which is why the balanced stream does without one. A batch
+        whose static size rules the fast path out builds the masked path only.
+        """
+        C, n = self.num_classes, self.real_per_class
+
+        def masked():
+            m = self.subset_per_class
+            return mmd.class_mmd2_terms(
+                tf.reshape(syn_features, (C * m, -1)), tf.repeat(tf.range(C), m),
+                real_features, labels, C, **self._kernel_options(),
+            )
+
+        def balanced():
+            # Sorting by class cuts the batch into C blocks of n; the fast path of today.
+            order = tf.argsort(labels, stable=True)
+            grouped = tf.reshape(tf.gather(real_features, order), (C, n, -1))  # (C, n, D)
+            return mmd.grouped_mmd2(syn_features, grouped, **self._kernel_options())
+
+        if route == _BALANCED:
+            return balanced()
+        size = real_features.shape[0]
+        unbiased_too_few = self.estimator == "unbiased" and min(n, self.subset_per_class) < 2
+        if unbiased_too_few or (size is not None and size != C * n):
+            return masked()
+        counts = tf.math.bincount(labels, minlength=C, maxlength=C, dtype=tf.int32)
+        is_balanced = tf.reduce_all(tf.equal(counts, n)) & tf.equal(tf.size(labels), C * n)
+        return tf.cond(is_balanced, balanced, masked)
 
     def _synthetic_features(self, weights, aug_seed, step):
         """(C, m, D) features of step `step`'s decoded subset, augmented with the real draw."""
@@ -510,13 +647,16 @@ class M3DCondenser(keras.Model):
         images, labels = data
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            terms = self.matching_terms(images, labels, self.optimizer.iterations)
+            terms = self._matching_terms(images, labels, self.optimizer.iterations, self._route)
             loss = tf.reduce_sum(terms)
             # Every replica computes the whole loss on the same synthetic images
             # and Keras sums the replicas' gradients: each contributes 1/R.
             scaled = self.optimizer.scale_loss(loss / num_replicas)
         gradients = tape.gradient(scaled, [self.pixels])
-        self.optimizer.apply_gradients(zip(gradients, [self.pixels]))
+        # The optimiser's iteration count reads no data; without this it may be
+        # incremented for a step whose batch then fails its checks.
+        with tf.control_dependencies(gradients):
+            self.optimizer.apply_gradients(zip(gradients, [self.pixels]))
 
         # The logs carry this step's values (not a running mean over the
         # epoch): condensation usually runs as one long epoch.
@@ -565,3 +705,44 @@ class M3DCondenser(keras.Model):
                 (self.synthetic_images(), self.synthetic_labels())
             )
         return ds if batch_size is None else ds.batch(batch_size)
+
+
+def load_condenser(path, compile=True):
+    """Loads an M3DCondenser saved with `condenser.save(path)` (a .keras file).
+
+    The same as `keras.saving.load_model(path)`, but a file holding another
+    model class is refused before anything is built, with what it holds.
+
+    Args:
+        path: a .keras file written by `M3DCondenser.save`.
+        compile: restore the optimiser (its momentum and iteration) too, so
+            that fit() continues exactly where the saved run stopped.
+
+    Returns:
+        The M3DCondenser, its pixels, optimiser state and iteration restored.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a .keras file, or one holding another model class.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist; give a file written by condenser.save().")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
+        raise ValueError(
+            f"{path} is not a .keras file (a zip with config.json); give a file written by "
+            "condenser.save('NAME.keras')."
+        ) from None
+    ours = keras.saving.get_registered_name(M3DCondenser)
+    found = config.get("registered_name") or config.get("class_name")
+    if found != ours:
+        what = ".".join(str(p) for p in (config.get("module"), config.get("class_name")) if p)
+        raise ValueError(
+            f"{path} holds a {what or 'non-Keras'} model, not an M3DCondenser; "
+            "load it with keras.saving.load_model, or give a file written by "
+            "M3DCondenser.save()."
+        )
+    return keras.saving.load_model(path, compile=compile)

@@ -454,6 +454,39 @@ def class_mmd2(
         >>> class_mmd2([[0.0], [1.0]], [0, 1], [[2.0], [1.0]], [0, 1], 2, kernel="linear")
         MMDResult(total=4.0, per_class=[4.0, 0.0], per_kernel=[4.0])
     """
+    return _result(
+        class_mmd2_terms(
+            x, x_labels, y, y_labels, num_classes,
+            kernel=kernel, estimator=estimator, multipliers=multipliers, widths=widths,
+            gammas=gammas, degree=degree, coef0=coef0,
+        )
+    )
+
+
+def class_mmd2_terms(
+    x,
+    x_labels,
+    y,
+    y_labels,
+    num_classes,
+    *,
+    kernel="gaussian_mix",
+    estimator="biased",
+    multipliers=DEFAULT_MULTIPLIERS,
+    widths=None,
+    gammas=DEFAULT_GAMMAS,
+    degree=2,
+    coef0=1.0,
+):
+    """Per-class, per-kernel MMD^2 terms of a batch with any mix of classes, via label masks.
+
+    The (C, K) terms behind `class_mmd2` (its per_class and per_kernel are their row and column
+    sums), for callers that keep both axes, as M3DCondenser's metrics do. Arguments and the
+    treatment of absent classes as in `class_mmd2`.
+
+    Returns:
+        float32 (C, K); row c is 0 for a class missing from either side.
+    """
     x = tf.cast(x, tf.float32)
     y = tf.cast(y, tf.float32)
     x_masks = tf.one_hot(x_labels, num_classes, dtype=tf.float32)  # (N, C)
@@ -475,7 +508,7 @@ def class_mmd2(
             m,
             estimator,
         )
-        return _result(terms * present)
+        return terms * present
 
     blocks = _pairwise_blocks(x, y, x_sq, y_sq, kernel)  # (N, N), (N, M), (M, M)
     sides = ((x_masks, x_masks), (x_masks, y_masks), (y_masks, y_masks))
@@ -503,7 +536,7 @@ def class_mmd2(
     diag_xx = tf.math.divide_no_nan(tf.transpose(_masked_diagonal_sums(k_xx, x_masks)), n)
     diag_yy = tf.math.divide_no_nan(tf.transpose(_masked_diagonal_sums(k_yy, y_masks)), m)
     biased = mean_xx - 2.0 * mean_xy + mean_yy
-    return _result(_estimate(biased, mean_xx, diag_xx, mean_yy, diag_yy, n, m, estimator) * present)
+    return _estimate(biased, mean_xx, diag_xx, mean_yy, diag_yy, n, m, estimator) * present
 
 
 def _result(terms):

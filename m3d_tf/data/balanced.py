@@ -7,6 +7,10 @@ permutation of its k_c images, cut into floor(k_c / n) batches of n; the k_c mod
 the end of a permutation wait for a later epoch (a new permutation), so no image repeats within a
 batch and every image is seen about equally often. The batch at step t is a pure function of
 (seed, t): the same seed gives the same stream, and resuming at step t needs only `start=t`.
+
+The dataset object `balanced_batches` returns carries its layout (`balanced_layout`), so that
+M3DCondenser.fit can take its fast path (per-class blocks) for it alone, with no per-batch test
+in the step; a transformed stream (.take, .map, ...) is a new object without the mark.
 """
 
 import numpy as np
@@ -169,8 +173,23 @@ def balanced_batches(data, n_per_class, *, num_classes=None, classes=None, seed=
         batch_labels = tf.repeat(tf.constant(chosen, tf.int32), n)
         return batch_images, batch_labels
 
-    return (
+    stream = (
         tf.data.Dataset.counter(start=start, dtype=tf.int64)
         .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+    stream._m3d_balanced_layout = (tuple(chosen), n)
+    return stream
+
+
+def balanced_layout(dataset):
+    """(classes, n_per_class) of a stream `balanced_batches` returned, else None.
+
+    Only the very object `balanced_batches` returned is recognised: any transformation of it
+    (.take, .map, .repeat) gives a new dataset whose batches are no longer guaranteed.
+
+    Example:
+        >>> balanced_layout(balanced_batches((x, y), 8, num_classes=3))
+        ((0, 1, 2), 8)
+    """
+    return getattr(dataset, "_m3d_balanced_layout", None)
