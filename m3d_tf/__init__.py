@@ -1,12 +1,13 @@
 """m3d_tf: dataset condensation by multi-kernel Maximum Mean Discrepancy (M3D) for Keras 3.
 
-The data path: `load_arrays` / `load_dataset` -> `M3DCondenser(...).fit(balanced_batches(...))`
--> `synthetic_images()` -> `io.save_set` -> `evaluate` or TFX Examples.
+The data path: any labelled tf.data.Dataset (or `balanced_batches(...)`, the fast path) ->
+`M3DCondenser(...).fit(ds)` -> `synthetic_images()` -> `io.save_set` -> `evaluate` or TFX
+Examples. A condenser saves as `.keras` (`condenser.save`, `load_condenser`).
 """
 
 __version__ = "0.1.0"
 
-from m3d_tf.condenser import M3DCondenser  # noqa: E402
+from m3d_tf.condenser import M3DCondenser, load_condenser  # noqa: E402
 from m3d_tf.data import (  # noqa: E402
     DatasetInfo,
     balanced_batches,
@@ -21,5 +22,6 @@ __all__ = [
     "balanced_batches",
     "images_by_class",
     "load_arrays",
+    "load_condenser",
     "load_dataset",
 ]
