@@ -44,6 +44,8 @@ METADATA_KEYS = (
     "iterations", "seed", "final_mmd", "library_version", "created",
 )
 # M3DCondenser.get_config keys that configure its kernel (the options of m3d_tf.mmd).
+# keras.Model.get_config entries that describe the Keras object, not the condensation.
+_KERAS_CONFIG_KEYS = ("name", "trainable", "dtype")
 _KERNEL_OPTIONS = ("estimator", "multipliers", "widths", "gammas", "degree", "coef0")
 _METADATA, _NPZ, _TFRECORD, _GRID = "metadata.json", "images.npz", "synthetic.tfrecord", "grid.png"
 _CONTENTS = (
@@ -155,7 +157,10 @@ class SyntheticSet:
             final_mmd: total MMD^2 at the end (e.g. history.history["mmd"][-1]), or None.
             method: "m3d", or "dm" for the condenser with the linear kernel.
         """
-        config = condenser.get_config()
+        # The method's settings only: Keras' own entries (the layer name, which counts the
+        # condensers made in the process, trainable, dtype policy) would make two identical runs
+        # save different metadata.
+        config = {k: v for k, v in condenser.get_config().items() if k not in _KERAS_CONFIG_KEYS}
         ours = (config["num_classes"], list(config["image_shape"]))
         if ours != (info.num_classes, list(info.image_shape)):
             raise ValueError(
