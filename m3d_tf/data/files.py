@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, ordered_splits
+from m3d_tf.data.records import example_chunks
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SPLIT_FOLDERS = ("train", "test", "validation")
@@ -291,5 +292,9 @@ def open_tfrecord(pattern, *, image_key="image", label_key="label", image_shape=
         where = f"TFRecord files {candidates[split]}"
         return _read_examples(files[split], image_key, label_key, image_shape, where)
 
+    def chunks(split):
+        return example_chunks(files[split], image_key=image_key, label_key=label_key,
+                              image_shape=image_shape)
+
     name = pathlib.Path(next(iter(files.values()))[0]).parent.name
-    return Reader(name, f"tfrecord:{pattern}", sizes, None, read)
+    return Reader(name, f"tfrecord:{pattern}", sizes, None, read, chunks)
