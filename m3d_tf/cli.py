@@ -64,6 +64,8 @@ def _parser():
     condense.add_argument("--resume", action="store_true",
                           help="continue from OUT.checkpoint (same settings)")
     condense.add_argument("--tfrecord", action="store_true", help="also save a TFRecord copy")
+    condense.add_argument("--cache-dir", help="where the streamed per-class image files go "
+                          "(default: $M3D_TF_CACHE_DIR, else ~/.cache/m3d_tf)")
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a saved set")
     evaluate.add_argument("set", help="directory of a saved set")
@@ -141,9 +143,15 @@ def _check_new_dir(path, flag="--out"):
         )
 
 
-def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=False, **overrides):
-    """Runs (or resumes) one condensation and saves the set; returns (set, seconds)."""
-    from m3d_tf import callbacks, checkpoints, io, recipes
+def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overrides):
+    """Runs (or resumes) one condensation and saves the set; returns (set, seconds).
+
+    `real` is the training data: (images, labels) arrays, or m3d_tf.data.ClassFiles streamed
+    from disk (`m3d condense`: never the whole data set in memory).
+    """
+    from m3d_tf import callbacks, checkpoints, data, io, recipes
+
+    streamed = isinstance(real, data.ClassFiles)
 
     checkpoint_dir = pathlib.Path(f"{out}.checkpoint")
     run = {
@@ -190,11 +198,17 @@ def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=Fals
             condenser = recipes.build_condenser(
                 info, args.ipc, recipe=recipe, seed=args.seed, **overrides
             )
-            condenser.initialize((images, labels))
+            condenser.initialize(data.initialization_sample(
+                real, init=condenser.init, ipc=condenser.ipc, factor=condenser.factor,
+                seed=condenser.seed) if streamed else real)
             condenser.compile(learning_rate=rate, jit_compile=getattr(args, "xla", False))
+    images, labels = (None, None) if streamed else real
+    batches = data.streamed_batches(
+        real, condenser.real_per_class, seed=args.seed, start=start) if streamed else None
     condenser, history = recipes.condense(
         images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
         callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
+        batches=batches,
     )
     seconds = time.time() - started
     final = history.get("mmd", [None])[-1]
@@ -233,8 +247,11 @@ def _check_matches(synthetic, info, source):
 
 
 def cmd_condense(args):
+    from m3d_tf import data
+
     _check_new_dir(args.out)
-    images, labels, info = _load(args.dataset, "train", args.data_dir)
+    class_files, info = data.stream_source(args.dataset, "train", data_dir=args.data_dir,
+                                           cache_dir=args.cache_dir)
     overrides = {
         k: v for k, v in dict(
             kernel=args.kernel, factor=args.factor, real_per_class=args.real_per_class,
@@ -247,7 +264,7 @@ def cmd_condense(args):
 
         iterations = recipes.get_recipe(args.recipe).iterations
     synthetic, seconds = _condense(
-        args, images, labels, info, out=args.out, recipe=args.recipe, iterations=iterations,
+        args, class_files, info, out=args.out, recipe=args.recipe, iterations=iterations,
         **overrides,
     )
     meta = synthetic.metadata
@@ -325,7 +342,7 @@ def cmd_main(args):
         _say(f"\n== condensing with {recipe.upper()}: IPC {args.ipc}, {args.iterations} iterations ==")
         args.tensorboard = str(out / "tensorboard" / recipe)
         sets[recipe], seconds[recipe] = _condense(
-            args, images, labels, info, out=out / recipe, recipe=recipe,
+            args, (images, labels), info, out=out / recipe, recipe=recipe,
             iterations=args.iterations, real_per_class=64, compute_dtype="bfloat16",
         )
     started = time.time()
