@@ -12,6 +12,8 @@ TFRecord: files of serialized tf.Example (gzipped or not), with the image under 
     which need `image_shape`) and an int64 label under `label_key`. A glob; if it contains
     "{split}", it is filled with train, test and validation to find the splits, else its files
     are the "train" split.
+    Streamed (m3d_tf.data.stream_source, through records.example_chunks), the files may also
+    hold m3d_tf.io's layout: float32 pixel bytes with height, width and channels features.
 """
 
 import math

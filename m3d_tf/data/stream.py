@@ -385,7 +385,6 @@ def source_fingerprint(source, split):
     fingerprinted by its string alone.
     """
     _, _, where = str(source).partition(":")
-    where = where.split(" ")[0]
     paths = sorted(tf.io.gfile.glob(where)) if any(c in where for c in _GLOB_CHARACTERS) else [where]
     entries = []
     for path in paths:
