@@ -8,6 +8,10 @@
 
 Every error a user can cause ends in one line on stderr ("m3d: error: ...") and exit
 status 2; nothing here re-implements loading, condensing, saving or evaluating.
+
+`m3d condense` never holds the training set in memory: m3d_tf.data.stream_source writes it
+class by class into --cache-dir in one streaming pass (reused while the source's files are
+unchanged) and the condensation reads its batches from there (m3d_tf.data.streamed_batches).
 """
 
 import argparse
