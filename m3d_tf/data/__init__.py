@@ -14,9 +14,9 @@ idx:DIR, npz:FILE, folder:DIR, tfrecord:GLOB or a bare path whose kind is detect
 
 Modules: arrays (DatasetInfo, checks), idx (IDX parser and folders), files (npz, image folder,
 TFRecord), catalog (TFDS and the offline Fashion-MNIST), sources (source strings, loaders),
-balanced (class-balanced batches), records (TFRecord files chunk by chunk), stream (per-class
-files written in one streaming pass, and balanced batches read from them: data larger than
-memory), __main__ (the summary).
+balanced (class-balanced batches), records (TFRecord files chunk by chunk), class_files
+(per-class files on disk written in one streaming pass, with counts, mean and std), stream
+(class-balanced batches read from them: data larger than memory), __main__ (the summary).
 """
 
 from m3d_tf.data.arrays import DatasetInfo, channel_stats
@@ -25,14 +25,13 @@ from m3d_tf.data.catalog import KNOWN_DATASETS, default_cache_dir, restore_gzip_
 from m3d_tf.data.idx import parse_idx, read_idx
 from m3d_tf.data.records import example_chunks
 from m3d_tf.data.sources import load_arrays, load_dataset, open_source
-from m3d_tf.data.stream import (
+from m3d_tf.data.class_files import (
     ClassFiles,
-    initialization_sample,
     open_class_files,
     stream_source,
-    streamed_batches,
     write_class_files,
 )
+from m3d_tf.data.stream import initialization_sample, streamed_batches
 
 __all__ = [
     "KNOWN_DATASETS",

@@ -28,15 +28,19 @@ def compression(path):
         return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
 
 
-def _records(files):
-    """The files' serialized records in file then record order, one file open at a time."""
+def record_dataset(files):
+    """The files' serialized records in file then record order, one file open at a time.
+
+    A flat_map over the file names, not a chain of Dataset.concatenate: every element of a chain
+    of k files passes through up to k nested iterators (1,000 shards: hours instead of minutes).
+    """
     kinds = [compression(f) for f in files]
     names = tf.data.Dataset.from_tensor_slices((list(files), kinds))
     return names.flat_map(lambda name, kind: tf.data.TFRecordDataset(name, compression_type=kind))
 
 
 def _first_example(files, where):
-    for record in _records(files).take(1):
+    for record in record_dataset(files).take(1):
         return tf.train.Example.FromString(record.numpy()).features.feature
     raise ValueError(f"{where} hold no records; write some tf.Example records to them.")
 
@@ -112,14 +116,14 @@ def example_chunks(files, *, image_key="image", label_key="label", image_shape=N
             image = tf.io.decode_image(parsed[image_key], expand_animations=False)
             return tf.ensure_shape(image, shape), parsed[label_key]
 
-        chunks = _records(files).map(parse).batch(chunk_size)
+        chunks = record_dataset(files).map(parse).batch(chunk_size)
     else:
         def parse(serialized):
             parsed = tf.io.parse_example(serialized, spec)
             pixels = tf.io.decode_raw(parsed[image_key], tf.as_dtype(kind), little_endian=True)
             return tf.reshape(pixels, (-1, *shape)), parsed[label_key]
 
-        chunks = _records(files).batch(chunk_size).map(parse)
+        chunks = record_dataset(files).batch(chunk_size).map(parse)
     try:
         for images, labels in chunks.prefetch(1).as_numpy_iterator():
             yield images, labels
@@ -133,4 +137,5 @@ def example_chunks(files, *, image_key="image", label_key="label", image_shape=N
 
 def count_records(files):
     """Number of records in the files (one streaming pass, nothing kept)."""
-    return int(_records([str(f) for f in files]).reduce(np.int64(0), lambda n, _: n + 1))
+    batches = record_dataset([str(f) for f in files]).batch(CHUNK_SIZE)
+    return int(batches.reduce(np.int64(0), lambda n, batch: n + tf.size(batch, tf.int64)))
