@@ -208,9 +208,9 @@ def test_a_class_with_fewer_than_n_images_is_named(indexed_files):
     with pytest.raises(ValueError, match=r"^class 1 has 17 images; n_per_class=18 needs at "
                                          r"least 18\. Lower n_per_class or leave the class out"):
         streamed_batches(indexed_files, 18)
-    for bad, message in ((0, "n_per_class must be a positive integer"),):
-        with pytest.raises(ValueError, match=message):
-            streamed_batches(indexed_files, bad)
+    with pytest.raises(ValueError, match=r"n_per_class must be a positive integer\. Received "
+                                         r"n_per_class=0\."):
+        streamed_batches(indexed_files, 0)
     with pytest.raises(ValueError, match=r"start must be a non-negative integer\. Received "
                                          r"start=-1\."):
         streamed_batches(indexed_files, 2, start=-1)
