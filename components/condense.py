@@ -8,6 +8,13 @@ Split-train. The condensation is m3d_tf.recipes.condense with a named recipe ("m
 parameters given to the component replace the recipe's values, as the `m3d condense` command's
 flags do.
 
+Memory: Split-train is never loaded whole. One streaming pass, a file of Examples at a time,
+writes it class by class into a temporary directory on local disk (about the size of the
+split's pixels) while counting the classes and accumulating the mean and std
+(m3d_tf.data.write_class_files); the condensation then reads its class-balanced batches from
+those files (m3d_tf.data.streamed_batches) and starts from the set the in-memory path would
+start from (m3d_tf.data.initialization_sample). Split-eval, small by design, is read whole.
+
 Devices: the condenser is built and trained under a tf.distribute strategy chosen by the
 `devices` parameter: empty, MirroredStrategy over every GPU the node sees (the default strategy
 on a node without one); otherwise MirroredStrategy over exactly the named devices
@@ -35,6 +42,7 @@ before anything is written, so a failing run leaves its output directories empty
 artifact.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -50,7 +58,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from components import dataset_gen
 from components.artifacts import SyntheticSet, record_properties
-from m3d_tf import io, recipes
+from m3d_tf import data, io, recipes
 from m3d_tf.callbacks import TensorBoardCallback
 from m3d_tf.data import DatasetInfo
 
@@ -61,38 +69,20 @@ LOG_DIR = "logs"
 # === The work (no artifacts) ===
 
 
-def check_class_sizes(labels, num_classes, real_per_class):
+def check_class_sizes(counts, real_per_class):
     """Raises ValueError, naming the component's parameter, if a class is too small.
 
     Args:
-        labels: int (N,) of Split-train. num_classes: C. real_per_class: images of each class
-            in every condensation batch.
+        counts: int (C,), Split-train's images of each class. real_per_class: images of each
+            class in every condensation batch.
     """
-    counts = np.bincount(labels, minlength=num_classes)
+    counts = np.asarray(counts)
     if counts.min() < real_per_class:
         c = int(np.argmin(counts))
         raise ValueError(
             f"class {c} has {counts[c]} training images; real_per_class={real_per_class} needs "
             f"at least {real_per_class}. Lower real_per_class or give more images."
         )
-
-
-def derived_info(images, labels, where):
-    """A DatasetInfo for examples without "dataset_info": classes and statistics from the data.
-
-    Args:
-        images: float32 (N, H, W, C) in [0, 1]. labels: int64 (N,).
-        where: the examples' location, recorded as the source.
-    """
-    num_classes = int(labels.max()) + 1
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
-    return DatasetInfo(
-        name="examples", source=f"examples:{where}", num_classes=num_classes,
-        image_shape=tuple(int(d) for d in images.shape[1:]),
-        class_names=tuple(str(c) for c in range(num_classes)),
-        mean=tuple(pixels.mean(axis=0).tolist()), std=tuple(pixels.std(axis=0).tolist()),
-        split_sizes={"train": len(labels)},
-    )
 
 
 def choose_strategy(devices):
@@ -189,39 +179,71 @@ def _read_split(examples, split):
         ) from None
 
 
-def _check_against_info(images, labels, info, examples, split):
-    """Raises ValueError if a split's images or labels do not fit the dataset's info."""
+def _check_against_info(image_shape, labels, info, examples, split):
+    """Raises ValueError if a split's image shape or labels (min, max) do not fit its info."""
     where = f"M3DCondense: input examples at {examples.uri}, Split-{split}"
-    if tuple(images.shape[1:]) != tuple(info.image_shape):
+    if tuple(image_shape) != tuple(info.image_shape):
         raise ValueError(
-            f"{where} holds images of shape {images.shape[1:]} but their dataset_info "
+            f"{where} holds images of shape {tuple(image_shape)} but their dataset_info "
             f"({info.name}) says {tuple(info.image_shape)}; regenerate the examples from one "
             "source."
         )
-    if labels.min() < 0 or labels.max() >= info.num_classes:
+    if labels[0] < 0 or labels[1] >= info.num_classes:
         raise ValueError(
-            f"{where} has labels in {labels.min()}..{labels.max()} but {info.name} has "
+            f"{where} has labels in {labels[0]}..{labels[1]} but {info.name} has "
             f"{info.num_classes} classes (0..{info.num_classes - 1}); fix the labels."
         )
 
 
-def read_training_examples(examples):
-    """(images float32 (N, H, W, C), labels int64 (N,), DatasetInfo) of Split-train, checked.
+def stream_training_examples(examples, directory):
+    """Split-train written class by class into `directory` in one streaming pass, checked.
+
+    The split is read one file at a time (m3d_tf.io.iter_examples) into per-class files
+    (m3d_tf.data.write_class_files), which also count the classes and accumulate the mean and
+    std; condensation then reads its batches from those files (m3d_tf.data.streamed_batches),
+    so no more than one file of Examples (DatasetGen: 10,000 records) is ever in memory.
+
+    Returns:
+        (ClassFiles with one count per class of the info, DatasetInfo).
 
     Raises:
-        ValueError, FileNotFoundError: a missing feature, mixed or wrong image sizes, an empty
-            split, labels outside the classes; each names the examples.
+        ValueError, FileNotFoundError: a missing feature, mixed or wrong image sizes, pixels
+            outside [0, 1], an empty split, labels outside the classes; each names the examples.
     """
-    images, labels = _read_split(examples, "train")
+    try:
+        class_files = data.write_class_files(
+            io.iter_examples(artifact_utils.get_split_uri([examples], "train")), directory,
+            where="the records")
+    except (ValueError, FileNotFoundError) as error:
+        raise type(error)(
+            f"M3DCondense: input examples at {examples.uri}, Split-train: {error} "
+            f"{_NEEDS['train']}"
+        ) from None
+    counts = np.asarray(class_files.counts)
     if examples.has_custom_property(dataset_gen.DATASET_INFO_KEY):
         info = dataset_gen.info_from_json(
             examples.get_string_custom_property(dataset_gen.DATASET_INFO_KEY),
-            {"train": len(labels)},
+            {"train": int(counts.sum())},
         )
     else:
-        info = derived_info(images, labels, examples.uri)
-    _check_against_info(images, labels, info, examples, "train")
-    return images, labels, info
+        info = streamed_info(class_files, examples.uri)
+    _check_against_info(class_files.image_shape, (int(np.flatnonzero(counts)[0]), len(counts) - 1),
+                        info, examples, "train")
+    missing = info.num_classes - len(counts)  # classes above the largest label: no images
+    class_files = dataclasses.replace(class_files, counts=class_files.counts + (0,) * missing)
+    return class_files, info
+
+
+def streamed_info(class_files, where):
+    """A DatasetInfo for examples without "dataset_info", from the streaming pass's numbers."""
+    num_classes = class_files.num_classes
+    return DatasetInfo(
+        name="examples", source=f"examples:{where}", num_classes=num_classes,
+        image_shape=class_files.image_shape,
+        class_names=tuple(str(c) for c in range(num_classes)),
+        mean=class_files.mean, std=class_files.std,
+        split_sizes={"train": int(sum(class_files.counts))},
+    )
 
 
 def check_eval_examples(examples, info):
@@ -231,7 +253,7 @@ def check_eval_examples(examples, info):
     Trainer module reads: images of the dataset's shape, labels among its classes.
     """
     images, labels = _read_split(examples, "eval")
-    _check_against_info(images, labels, info, examples, "eval")
+    _check_against_info(images.shape[1:], (labels.min(), labels.max()), info, examples, "eval")
     return len(labels)
 
 
@@ -326,27 +348,33 @@ class Executor(base_executor.BaseExecutor):
                      if exec_properties.get(name) is not None}
         iterations = exec_properties.get("iterations") or recipe.iterations
         check_split_names(examples)
-        images, labels, info = read_training_examples(examples)
-        eval_size = check_eval_examples(examples, info)
-        check_class_sizes(labels, info.num_classes,
-                          overrides.get("real_per_class", recipe.real_per_class))
-        if devices:
-            logging.info("M3DCondense: MirroredStrategy, %d replicas on %s",
-                         strategy.num_replicas_in_sync, ",".join(devices))
-        else:
-            logging.info("M3DCondense: default strategy, 1 replica (no devices given, no GPU "
-                         "visible)")
-        board = TensorBoardCallback(
-            os.path.join(artifact.uri, LOG_DIR), class_names=info.class_names,
-            image_every=max(1, iterations // 10),
-            decoded=overrides.get("factor", recipe.factor) > 1,
-        )
-        condenser, history = recipes.condense(
-            images, labels, info, exec_properties["ipc"], recipe=recipe.name,
-            iterations=iterations, learning_rate=exec_properties.get("learning_rate"),
-            seed=exec_properties["seed"], callbacks=[board, _ProgressLog(iterations)],
-            strategy=strategy, **overrides,
-        )
+        real_per_class = overrides.get("real_per_class", recipe.real_per_class)
+        with tempfile.TemporaryDirectory() as scratch:  # the per-class files of Split-train
+            class_files, info = stream_training_examples(examples, os.path.join(scratch, "c"))
+            eval_size = check_eval_examples(examples, info)
+            check_class_sizes(class_files.counts, real_per_class)
+            if devices:
+                logging.info("M3DCondense: MirroredStrategy, %d replicas on %s",
+                             strategy.num_replicas_in_sync, ",".join(devices))
+            else:
+                logging.info("M3DCondense: default strategy, 1 replica (no devices given, no "
+                             "GPU visible)")
+            board = TensorBoardCallback(
+                os.path.join(artifact.uri, LOG_DIR), class_names=info.class_names,
+                image_every=max(1, iterations // 10),
+                decoded=overrides.get("factor", recipe.factor) > 1,
+            )
+            ipc, seed = exec_properties["ipc"], exec_properties["seed"]
+            sample = data.initialization_sample(
+                class_files, init=overrides.get("init", recipe.init), ipc=ipc,
+                factor=overrides.get("factor", recipe.factor), seed=seed)
+            condenser, history = recipes.condense(
+                *sample, info, ipc, recipe=recipe.name, iterations=iterations,
+                learning_rate=exec_properties.get("learning_rate"), seed=seed,
+                callbacks=[board, _ProgressLog(iterations)], strategy=strategy,
+                batches=data.streamed_batches(class_files, real_per_class, seed=seed),
+                **overrides,
+            )
         synthetic = io.SyntheticSet.from_condenser(
             condenser, info, iterations=iterations, final_mmd=history["mmd"][-1],
             method=recipe.method,

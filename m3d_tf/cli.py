@@ -8,6 +8,10 @@
 
 Every error a user can cause ends in one line on stderr ("m3d: error: ...") and exit
 status 2; nothing here re-implements loading, condensing, saving or evaluating.
+
+`m3d condense` never holds the training set in memory: m3d_tf.data.stream_source writes it
+class by class into --cache-dir in one streaming pass (reused while the source's files are
+unchanged) and the condensation reads its batches from there (m3d_tf.data.streamed_batches).
 """
 
 import argparse
@@ -70,6 +74,8 @@ def _parser():
     condense.add_argument("--resume", action="store_true",
                           help="continue from OUT.checkpoint (same settings)")
     condense.add_argument("--tfrecord", action="store_true", help="also save a TFRecord copy")
+    condense.add_argument("--cache-dir", help="where the streamed per-class image files go "
+                          "(default: $M3D_TF_CACHE_DIR, else ~/.cache/m3d_tf)")
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a saved set")
     evaluate.add_argument("set", help="directory of a saved set")
@@ -188,14 +194,19 @@ def _check_no_checkpoint(checkpoint_dir):
         )
 
 
-def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=False, **overrides):
+def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overrides):
     """Runs (or resumes) one condensation and saves the set; returns (set, seconds).
+
+    `real` is the training data: (images, labels) arrays, or m3d_tf.data.ClassFiles streamed
+    from disk (`m3d condense`: never the whole data set in memory).
 
     Under --strategy multiworker every task runs this; only the chief writes (checkpoints,
     TensorBoard, the set), and a lost worker ends every task with one line naming the
     checkpoint to --resume from.
     """
-    from m3d_tf import callbacks, checkpoints, distribute, io, recipes
+    from m3d_tf import callbacks, checkpoints, data, distribute, io, recipes
+
+    streamed = isinstance(real, data.ClassFiles)
 
     checkpoint_dir = pathlib.Path(f"{out}.checkpoint")
     run = {
@@ -240,12 +251,18 @@ def _condense(args, images, labels, info, *, out, recipe, iterations, quiet=Fals
             condenser = recipes.build_condenser(
                 info, args.ipc, recipe=recipe, seed=args.seed, **overrides
             )
-            condenser.initialize((images, labels))
+            condenser.initialize(data.initialization_sample(
+                real, init=condenser.init, ipc=condenser.ipc, factor=condenser.factor,
+                seed=condenser.seed) if streamed else real)
             condenser.compile(learning_rate=rate, jit_compile=getattr(args, "xla", False))
+    images, labels = (None, None) if streamed else real
+    batches = data.streamed_batches(
+        real, condenser.real_per_class, seed=args.seed, start=start) if streamed else None
     try:
         condenser, history = recipes.condense(
             images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
             callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
+            batches=batches,
         )
     except _collective_errors(strategy) as error:
         raise distribute.ClusterError(distribute.cluster_failure(error, checkpoint_dir)) from None
@@ -297,8 +314,11 @@ def _check_matches(synthetic, info, source):
 
 
 def cmd_condense(args):
+    from m3d_tf import data
+
     _check_new_dir(args.out)
-    images, labels, info = _load(args.dataset, "train", args.data_dir)
+    class_files, info = data.stream_source(args.dataset, "train", data_dir=args.data_dir,
+                                           cache_dir=args.cache_dir)
     overrides = {
         k: v for k, v in dict(
             kernel=args.kernel, factor=args.factor, real_per_class=args.real_per_class,
@@ -311,7 +331,7 @@ def cmd_condense(args):
 
         iterations = recipes.get_recipe(args.recipe).iterations
     synthetic, seconds = _condense(
-        args, images, labels, info, out=args.out, recipe=args.recipe, iterations=iterations,
+        args, class_files, info, out=args.out, recipe=args.recipe, iterations=iterations,
         **overrides,
     )
     meta = synthetic.metadata
@@ -389,7 +409,7 @@ def cmd_main(args):
         _say(f"\n== condensing with {recipe.upper()}: IPC {args.ipc}, {args.iterations} iterations ==")
         args.tensorboard = str(out / "tensorboard" / recipe)
         sets[recipe], seconds[recipe] = _condense(
-            args, images, labels, info, out=out / recipe, recipe=recipe,
+            args, (images, labels), info, out=out / recipe, recipe=recipe,
             iterations=args.iterations, real_per_class=64, compute_dtype="bfloat16",
         )
     started = time.time()

@@ -537,59 +537,85 @@ def write_examples(path, images, labels, *, compression=None, overwrite=False):
     return path
 
 
-def read_examples(path, *, compression="auto"):
-    """Reads back what `write_examples` wrote: the exact float32 pixels and the labels.
+def iter_examples(path, *, compression="auto"):
+    """Reads what `write_examples` wrote one file at a time: memory holds one file's records.
 
     Args:
         path: a file, a directory (all its files, by name) or a glob pattern (as TFX passes).
         compression: "auto" (GZIP for names ending in .gz), None or "GZIP".
 
-    Returns:
-        (images float32 (N, H, W, ch), labels int64 (N,)), in file then record order.
+    Yields:
+        (images float32 (n, H, W, ch), labels int64 (n,)) of each file holding records, in
+        file order; the exact pixels written.
 
     Raises:
         FileNotFoundError: nothing matches `path`.
         ValueError: an unreadable file, a record lacking a feature, mixed image shapes, or no
-            records at all.
+            records at all (raised once every file has been read).
     """
     path = str(path)
     files = sorted(tf.io.gfile.glob(os.path.join(path, "*") if tf.io.gfile.isdir(path) else path))
     if not files:
         raise FileNotFoundError(f"no file matches {path}; write one with m3d_tf.io.write_examples.")
-    images, labels, shape = [], [], None
+    shape, count = None, 0
     for name in files:
-        kind = compression or ""
-        if compression == "auto":
-            kind = "GZIP" if name.endswith(".gz") else ""
-        try:
-            records = [r.numpy() for r in tf.data.TFRecordDataset(name, compression_type=kind)]
-        except tf.errors.OpError as error:
-            raise ValueError(
-                f"{name} is not a readable TFRecord (compression: {kind or 'none'}; "
-                f"{error.message.splitlines()[0]})."
-            ) from None
-        for index, record in enumerate(records):
-            feature = tf.train.Example.FromString(record).features.feature
-            keys = ("image", "label", "height", "width", "channels")
-            missing = [key for key in keys if key not in feature]
-            if missing:
-                raise ValueError(
-                    f"record {index} of {name} lacks the features {missing}; "
-                    "write it with m3d_tf.io.write_examples."
-                )
-            dims = tuple(feature[key].int64_list.value[0] for key in keys[2:])
-            raw = feature["image"].bytes_list.value[0]
-            if shape not in (None, dims) or len(raw) != 4 * int(np.prod(dims)):
-                raise ValueError(
-                    f"record {index} of {name} holds {len(raw)} bytes for a {dims} image; "
-                    f"expected float32 images of shape {shape or dims}."
-                )
-            shape = dims
-            images.append(np.frombuffer(raw, "<f4").reshape(dims))
-            labels.append(feature["label"].int64_list.value[0])
-    if not images:
+        images, labels, shape = _read_example_file(name, compression, shape)
+        if labels:
+            count += len(labels)
+            yield np.stack(images).astype(np.float32), np.asarray(labels, np.int64)
+    if not count:
         raise ValueError(f"{path} holds no records; write them with m3d_tf.io.write_examples.")
-    return np.stack(images).astype(np.float32), np.asarray(labels, np.int64)
+
+
+def _read_example_file(name, compression, shape):
+    """(list of images, list of labels, image shape) of one file; `shape`: the earlier files'."""
+    kind = compression or ""
+    if compression == "auto":
+        kind = "GZIP" if name.endswith(".gz") else ""
+    try:
+        records = [r.numpy() for r in tf.data.TFRecordDataset(name, compression_type=kind)]
+    except tf.errors.OpError as error:
+        raise ValueError(
+            f"{name} is not a readable TFRecord (compression: {kind or 'none'}; "
+            f"{error.message.splitlines()[0]})."
+        ) from None
+    images, labels = [], []
+    for index, record in enumerate(records):
+        feature = tf.train.Example.FromString(record).features.feature
+        keys = ("image", "label", "height", "width", "channels")
+        missing = [key for key in keys if key not in feature]
+        if missing:
+            raise ValueError(
+                f"record {index} of {name} lacks the features {missing}; "
+                "write it with m3d_tf.io.write_examples."
+            )
+        dims = tuple(feature[key].int64_list.value[0] for key in keys[2:])
+        raw = feature["image"].bytes_list.value[0]
+        if shape not in (None, dims) or len(raw) != 4 * int(np.prod(dims)):
+            raise ValueError(
+                f"record {index} of {name} holds {len(raw)} bytes for a {dims} image; "
+                f"expected float32 images of shape {shape or dims}."
+            )
+        shape = dims
+        images.append(np.frombuffer(raw, "<f4").reshape(dims))
+        labels.append(feature["label"].int64_list.value[0])
+    return images, labels, shape
+
+
+def read_examples(path, *, compression="auto"):
+    """Reads back what `write_examples` wrote: the exact float32 pixels and the labels.
+
+    Args:
+        path, compression: as for `iter_examples`.
+
+    Returns:
+        (images float32 (N, H, W, ch), labels int64 (N,)), in file then record order.
+
+    Raises:
+        FileNotFoundError, ValueError: as `iter_examples`.
+    """
+    parts = list(iter_examples(path, compression=compression))
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 def parse_examples(serialized, image_shape):

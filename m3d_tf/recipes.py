@@ -105,7 +105,7 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
 
 def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learning_rate=None,
              seed=0, callbacks=(), verbose=0, initial_step=0, condenser=None, strategy=None,
-             **overrides):
+             batches=None, **overrides):
     """Condenses real data with a recipe: build, initialise, compile, fit.
 
     Args:
@@ -126,6 +126,10 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
             new condenser is built, initialised and compiled in, so its variables are mirrored
             and fit runs one replica per device; None: the current strategy. Ignored with
             `condenser` (build that one in the scope yourself, as cli.py does).
+        batches: the real batches to fit on instead of balanced_batches((images, labels), ...),
+            already positioned at `initial_step` (e.g. m3d_tf.data.streamed_batches(...,
+            start=initial_step), for data larger than memory); `images` and `labels` then only
+            initialise a new condenser (m3d_tf.data.initialization_sample).
         **overrides: M3DCondenser arguments replacing the recipe's.
 
     Returns:
@@ -146,10 +150,11 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
     remaining = iterations - initial_step
     if remaining < 1:
         return condenser, {}
-    batches = balanced_batches(
-        (images, labels), condenser.real_per_class, num_classes=info.num_classes,
-        seed=seed, start=initial_step,
-    )
+    if batches is None:
+        batches = balanced_batches(
+            (images, labels), condenser.real_per_class, num_classes=info.num_classes,
+            seed=seed, start=initial_step,
+        )
     history = condenser.fit(
         batches, steps_per_epoch=remaining, epochs=1, callbacks=list(callbacks),
         verbose=verbose,

@@ -190,6 +190,9 @@ class Reader:
             named by their index).
         read: split name -> (uint8 images (N, H, W, C), int64 labels (N,)), both checked by
             `as_uint8_images` and `as_labels`.
+        chunks: None, or split name -> an iterator of (images, labels) chunks of the split in
+            order (m3d_tf.data.stream builds its per-class files from them without holding the
+            split); sources without it are read whole once instead.
     """
 
     name: str
@@ -197,3 +200,4 @@ class Reader:
     split_sizes: dict
     class_names: tuple | None
     read: object
+    chunks: object = None

@@ -26,6 +26,7 @@ import warnings
 
 from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images
 from m3d_tf.data.idx import open_idx_dir
+from m3d_tf.data.records import CHUNK_SIZE
 
 # Our name -> TFDS builder name.
 KNOWN_DATASETS = {
@@ -184,12 +185,19 @@ def _tfds_reader(name, builder):
         images = as_uint8_images(data["image"], where)
         return images, as_labels(data["label"], images.shape[0], where)
 
+    def chunks(split):
+        where = f"TFDS {builder.name} split {split!r}"
+        for data in tfds.as_numpy(builder.as_dataset(split=split, batch_size=CHUNK_SIZE)):
+            images = as_uint8_images(data["image"], where)
+            yield images, as_labels(data["label"], images.shape[0], where)
+
     return Reader(
         name=name,
         source=f"tfds:{builder.data_dir}",
         split_sizes={split: info.num_examples for split, info in builder.info.splits.items()},
         class_names=tuple(features["label"].names),
         read=read,
+        chunks=chunks,
     )
 
 

@@ -12,6 +12,8 @@ TFRecord: files of serialized tf.Example (gzipped or not), with the image under 
     which need `image_shape`) and an int64 label under `label_key`. A glob; if it contains
     "{split}", it is filled with train, test and validation to find the splits, else its files
     are the "train" split.
+    Streamed (m3d_tf.data.stream_source, through records.example_chunks), the files may also
+    hold m3d_tf.io's layout: float32 pixel bytes with height, width and channels features.
 """
 
 import math
@@ -21,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, ordered_splits
+from m3d_tf.data.records import count_records, example_chunks, record_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SPLIT_FOLDERS = ("train", "test", "validation")
@@ -184,20 +187,6 @@ def open_image_folder(path):
 # === TFRecord of tf.Example ===
 
 
-def _compression(path):
-    with open(path, "rb") as f:
-        return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
-
-
-def _records(files):
-    """Serialized records of the files, in order, as a tf.data.Dataset of scalar strings."""
-    datasets = [tf.data.TFRecordDataset(f, compression_type=_compression(f)) for f in files]
-    records = datasets[0]
-    for dataset in datasets[1:]:
-        records = records.concatenate(dataset)
-    return records
-
-
 def _example_image(feature, image_shape, where):
     """uint8/int/float image array (H, W, C) of one tf.Example image feature."""
     kind = feature.WhichOneof("kind")
@@ -233,7 +222,7 @@ def _example_image(feature, image_shape, where):
 
 def _read_examples(files, image_key, label_key, image_shape, where):
     images, labels, names = [], [], []
-    for number, record in enumerate(_records(files).as_numpy_iterator()):
+    for number, record in enumerate(record_dataset(files).as_numpy_iterator()):
         features = tf.train.Example.FromString(record).features.feature
         here = f"{where}, record {number}"
         for key, argument in ((image_key, "image_key"), (label_key, "label_key")):
@@ -282,14 +271,15 @@ def open_tfrecord(pattern, *, image_key="image", label_key="label", image_shape=
         raise FileNotFoundError(
             f"no TFRecord files match {pattern}; give a glob of files of serialized tf.Example."
         )
-    sizes = {
-        split: int(_records(f).reduce(np.int64(0), lambda count, _: count + 1))
-        for split, f in files.items()
-    }
+    sizes = {split: count_records(f) for split, f in files.items()}
 
     def read(split):
         where = f"TFRecord files {candidates[split]}"
         return _read_examples(files[split], image_key, label_key, image_shape, where)
 
+    def chunks(split):
+        return example_chunks(files[split], image_key=image_key, label_key=label_key,
+                              image_shape=image_shape)
+
     name = pathlib.Path(next(iter(files.values()))[0]).parent.name
-    return Reader(name, f"tfrecord:{pattern}", sizes, None, read)
+    return Reader(name, f"tfrecord:{pattern}", sizes, None, read, chunks)
