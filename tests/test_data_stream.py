@@ -15,6 +15,7 @@ from m3d_tf import cli, io, recipes
 from m3d_tf.data import (channel_stats, example_chunks, initialization_sample, load_arrays,
                          open_class_files, stream_source, streamed_batches, write_class_files)
 from m3d_tf.data import files as data_files
+from m3d_tf.data.balanced import balanced_batches, balanced_layout
 
 
 def _raw_shards(directory, images, labels, shards=2, with_shape=False):
@@ -182,6 +183,11 @@ def test_the_condenser_fits_on_streamed_batches(fmnist_small, tmp_path):
         batches=streamed_batches(class_files, 8, seed=0))
     assert len(history["mmd"]) == 1 and np.isfinite(history["mmd"][0])
     assert condenser.synthetic_images().shape == (10, 28, 28, 1)
+    # A streamed stream is class-balanced by construction: the condenser's fast path takes it.
+    stream = streamed_batches(class_files, 8, seed=0)
+    assert balanced_layout(stream) == (tuple(range(10)), 8)
+    assert condenser._route_for(stream) == condenser._route_for(
+        balanced_batches((images, labels), 8, seed=0)) != condenser._route_for(stream.take(2))
 
 
 @pytest.mark.parametrize("init, factor", [("mix", 2), ("real", 1)])

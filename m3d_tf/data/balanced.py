@@ -178,7 +178,20 @@ def balanced_batches(data, n_per_class, *, num_classes=None, classes=None, seed=
         .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    stream._m3d_balanced_layout = (tuple(chosen), n)
+    return mark_balanced(stream, chosen, n)
+
+
+def mark_balanced(stream, classes, n_per_class):
+    """Marks a stream whose every batch is `n_per_class` images of each of `classes`, class-major.
+
+    For streams that guarantee the layout by construction (balanced_batches,
+    m3d_tf.data.stream.streamed_batches): M3DCondenser.fit then builds only its fast path
+    (balanced_layout), which still asserts the class counts of every batch.
+
+    Returns:
+        `stream`, marked.
+    """
+    stream._m3d_balanced_layout = (tuple(int(c) for c in classes), int(n_per_class))
     return stream
 
 

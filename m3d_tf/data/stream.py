@@ -23,6 +23,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from m3d_tf.data.balanced import mark_balanced
 from m3d_tf.data.class_files import DTYPES
 
 # Rounds of RandomIndexShuffle's keyed bijection: with its minimum (4), consecutive positions
@@ -110,11 +111,12 @@ def streamed_batches(class_files, n_per_class, *, classes=None, seed=0, start=0)
             images = images / 255.0
         return images, tf.repeat(tf.constant(chosen, tf.int32), n)
 
-    return (
+    stream = (
         tf.data.Dataset.counter(start=start, dtype=tf.int64)
         .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+    return mark_balanced(stream, chosen, n)  # M3DCondenser's fast path, as balanced_batches
 
 
 def initialization_sample(class_files, *, init, ipc, factor, seed):
