@@ -41,12 +41,27 @@ def _condense_args(npz, out, *extra):
 
 
 def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    """Ports that nothing listens on, below the kernel's ephemeral range.
+
+    A port the kernel hands out for binding to 0 lies in the ephemeral range, and once closed it
+    can be given to any outgoing connection (a worker's own gRPC client among them) before the
+    worker binds it; then that worker dies at start and the other waits for it. Ports below the
+    range are never handed out that way.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    rng = np.random.default_rng()
+    ports = []
+    while len(ports) < count:
+        port = int(rng.integers(10_000, low))
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
     return ports
 
 
@@ -90,7 +105,7 @@ def two_workers(npz, tmp_path_factory):
     for d in dirs:
         d.mkdir()
     ports = _free_ports(2)
-    argv = _condense_args(npz, "set", "--tensorboard", "tb")
+    argv = _condense_args(npz, "set", "--tensorboard", "tb", "--cluster-timeout", "60")
     processes = [_launch(argv, _tf_config(ports, i), dirs[i], dirs[2 + i]) for i in range(2)]
     results = [_finish(p) for p in processes]
     for status, _, err in results:
@@ -123,7 +138,7 @@ def test_killed_worker_ends_the_run_and_resume_finishes_identical(npz, two_worke
     reference = io.load_set(base / "chief" / "set")
     out, checkpoint = tmp_path / "set", tmp_path / "set.checkpoint"
     ports = _free_ports(2)
-    argv = _condense_args(npz, out)
+    argv = _condense_args(npz, out, "--cluster-timeout", "60")
     chief, worker = (_launch(argv, _tf_config(ports, i), tmp_path, tmp_path) for i in range(2))
     deadline = time.monotonic() + HARD_TIMEOUT
     while not (checkpoint / "ckpt-2.index").exists():
