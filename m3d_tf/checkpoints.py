@@ -63,6 +63,7 @@ def restore_checkpoint(condenser, directory):
 
     Raises:
         FileNotFoundError: `directory` holds no checkpoint.
+        ValueError: the latest checkpoint is corrupt, truncated or of another condenser.
     """
     checkpoint = _checkpoint(condenser)
     latest = tf.train.latest_checkpoint(str(directory))
@@ -70,7 +71,16 @@ def restore_checkpoint(condenser, directory):
         raise FileNotFoundError(
             f"no checkpoint in {directory}; run without --resume to start a new condensation."
         )
-    checkpoint.restore(latest).assert_existing_objects_matched()
+    try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    # TensorFlow's reader raises OpError subclasses, IndexError ("Read less bytes than
+    # requested") or AssertionError (objects missing), each with a multi-line message.
+    except (tf.errors.OpError, IndexError, ValueError, AssertionError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(
+            f"checkpoint {latest} is corrupt or truncated ({reason}); delete {directory} and "
+            "run without --resume to start over."
+        ) from None
     return int(condenser.optimizer.iterations.numpy())
 
 
