@@ -9,7 +9,10 @@ change what a network learns from them. The PNG is for eyes only.
 A reloaded set decodes (`SyntheticSet.decoded`, the condenser's own parameterization.decode) and
 normalises (`SyntheticSet.normalized`, the dataset's mean/std) exactly like the in-memory one.
 Saving validates first, writes a hidden sibling directory, fsyncs it and renames it into place:
-an existing set is replaced only with overwrite=True and survives any failure.
+an existing set is replaced only with overwrite=True and survives any failure, a full disk
+included (DiskFullError names the place; the staging directory is removed). A process that
+writes a set for a long time (the `m3d` command) holds `output_lock(directory)` meanwhile, so a
+second writer to the same directory stops at once instead of mixing two runs.
 
 Example:
     synthetic = SyntheticSet.from_condenser(condenser, info, iterations=1000, final_mmd=0.01)
@@ -17,8 +20,11 @@ Example:
     images, labels = load_set("out/fmnist_ipc10").decoded()
 """
 
+import contextlib
 import dataclasses
 import datetime
+import errno
+import fcntl
 import json
 import os
 import pathlib
@@ -390,7 +396,22 @@ def save_set(directory, synthetic_set, *, overwrite=False, formats=("npz",)):
                 "it. Choose another directory."
             )
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
+    try:
+        _write_staged(target, metadata, images, labels, formats)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left on the disk holding {target.parent} while saving {target}; "
+                f"nothing was saved{' and the earlier set there is kept' if target.exists() else ''}"
+                ". Free some space there or save elsewhere."
+            ) from None
+        raise
+    return target
+
+
+def _write_staged(target, metadata, images, labels, formats):
+    """save_set's writing: a hidden sibling, fsynced, renamed into place; removed on failure."""
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
     try:
         (staging / _METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         if "npz" in formats:
@@ -420,7 +441,69 @@ def save_set(directory, synthetic_set, *, overwrite=False, formats=("npz",)):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+
+
+def _staging_prefix(target):
+    return f".{target.name}.saving-"
+
+
+class DiskFullError(OSError):
+    """A set did not fit on its disk (ENOSPC or EDQUOT); nothing partial was left."""
+
+
+class OutputLocked(FileExistsError):
+    """Another process holds the output's lock: it is writing the same directory now."""
+
+
+@contextlib.contextmanager
+def output_lock(directory):
+    """Holds `DIRECTORY.lock` (an exclusive fcntl.flock) while the caller writes `directory`.
+
+    One writer per output: two runs saving (and checkpointing) into the same place would leave a
+    set made of both. The lock is the kernel's, not the file's: a writer killed by SIGKILL
+    releases it with its last file descriptor, and the file it leaves behind blocks nobody.
+    Holding the lock, it removes what a killed writer's save_set left (hidden staging
+    directories of `directory`); no other process can be using them.
+
+    The file is unlinked on release; a process that opened it just before checks, once it holds
+    the lock, that the path still names the file it locked, else it tries again.
+
+    Args:
+        directory: the output (need not exist); its parent is created if missing.
+
+    Raises:
+        OutputLocked: another live process holds the lock (never waits).
+    """
+    target = pathlib.Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f"{target.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLocked(
+                f"{target} is being written by another process (pid {holder}, lock {path}); "
+                "wait for it to finish or choose another output directory."
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # unlinked by its last holder meanwhile: lock the file that is there now
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        for stale in target.parent.glob(f"{_staging_prefix(target)}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def load_set(directory):
