@@ -9,6 +9,14 @@
 Every error a user can cause ends in one line on stderr ("m3d: error: ...") and exit
 status 2; nothing here re-implements loading, condensing, saving or evaluating.
 
+Only our own lines are printed: TensorFlow's C++ log (its loading notices included) and its
+Python logger are turned off before TensorFlow loads (`_quiet`); `--verbose` (before or after
+the command) lets them all through.
+
+A command that writes --out first checks that it can write there (a read-only disk is refused
+before any data is read), then holds OUT.lock (m3d_tf.io.output_lock) until it ends: a second
+command writing the same --out stops at once, and a run killed with SIGKILL blocks nobody.
+
 `m3d condense` never holds the training set in memory: m3d_tf.data.stream_source writes it
 class by class into --cache-dir in one streaming pass (reused while the source's files are
 unchanged) and the condensation reads its batches from there (m3d_tf.data.streamed_batches).
@@ -17,9 +25,12 @@ unchanged) and the condensation reads its batches from there (m3d_tf.data.stream
 import argparse
 import datetime
 import json
+import logging
 import os
 import pathlib
+import contextlib
 import sys
+import tempfile
 import time
 
 EXIT_USAGE = 2
@@ -101,11 +112,17 @@ def _parser():
 
     main = commands.add_parser("main", help="the README's main job (Fashion-MNIST, IPC 10)")
     main.add_argument("--out", help="default: runs/main-<time>")
+    main.add_argument("--dataset", default="fashion_mnist",
+                      help="any source --dataset of condense takes (default fashion_mnist)")
+    main.add_argument("--data-dir", help="TFDS data directory")
     main.add_argument("--ipc", type=_positive, default=10)
     main.add_argument("--iterations", type=_positive, default=200)
     main.add_argument("--epochs", type=_positive, default=100)
     main.add_argument("--runs", type=_positive, default=2)
     main.add_argument("--seed", type=int, default=0)
+    for each in (parser, *commands.choices.values()):  # `m3d --verbose CMD` or `m3d CMD --verbose`
+        each.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="also print TensorFlow's and Keras' own log lines and warnings")
     return parser
 
 
@@ -184,6 +201,44 @@ def _check_new_dir(path, flag="--out"):
             f"{flag} {path} already exists; choose a new directory (saved sets are never "
             "overwritten)."
         )
+
+
+def _check_writable(path, flag="--out"):
+    """Refuses an output whose parent (or nearest existing ancestor) takes no new files.
+
+    Probed by creating a file, not by permission bits: root ignores those, and a read-only
+    mount refuses root too.
+    """
+    ancestor = pathlib.Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    try:
+        with tempfile.TemporaryFile(dir=ancestor, prefix=".m3d-probe-"):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"{flag} {path}: cannot write in {ancestor} ({error.strerror}); choose a writable "
+            "directory."
+        ) from None
+
+
+def _output_lock(args):
+    """OUT.lock for the commands that write --out; nothing for the others.
+
+    Under --strategy multiworker only the chief writes, so only it locks: the other tasks of
+    the same run may name the same --out on the same machine.
+    """
+    if args.command not in ("condense", "baseline", "main"):
+        return contextlib.nullcontext()
+    _check_writable(args.out)
+    if getattr(args, "strategy", None) == "multiworker":
+        from m3d_tf import distribute
+
+        if not distribute.read_tf_config().is_chief:
+            return contextlib.nullcontext()
+    from m3d_tf import io
+
+    return io.output_lock(args.out)
 
 
 def _check_no_checkpoint(checkpoint_dir):
@@ -392,17 +447,16 @@ def cmd_show(args):
 
 
 def cmd_main(args):
-    """Condense Fashion-MNIST at IPC 10 with M3D and DM, pick a random subset, evaluate all."""
+    """Condense --dataset (Fashion-MNIST) at IPC 10 with M3D and DM and a random subset; evaluate all."""
     from m3d_tf import baselines, io
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = pathlib.Path(args.out or f"runs/main-{stamp}")
+    out = pathlib.Path(args.out)
     _check_new_dir(out)
+    images, labels, info = _load(args.dataset, "train", args.data_dir)
+    test_images, test_labels, _ = _load(args.dataset, "test", args.data_dir)
     out.mkdir(parents=True)
-    args.dataset, args.strategy, args.checkpoint_every = "fashion_mnist", "default", 100
-    images, labels, info = _load("fashion_mnist", "train")
-    test_images, test_labels, _ = _load("fashion_mnist", "test")
-    _say(f"Fashion-MNIST via {info.source}: {len(images)} train, {len(test_images)} test images")
+    args.strategy, args.checkpoint_every = "default", 100
+    _say(f"{info.name} via {info.source}: {len(images)} train, {len(test_images)} test images")
 
     sets, seconds = {}, {}
     for recipe in ("m3d", "dm"):
@@ -437,17 +491,61 @@ COMMANDS = {
 }
 
 
+def _quiet():
+    """Our lines only: TensorFlow's log off, before TensorFlow loads (later is too late).
+
+    TF_CPP_MIN_LOG_LEVEL=3 hides the C++ log once TensorFlow runs: the CPU-feature notice, the
+    CUDA probing on machines without a GPU (an E-level line), and the "Type inference failed"
+    protobuf dump TensorFlow's graph optimiser writes for Keras' multi-step loop. A value the
+    user set is kept. A real TensorFlow failure still reaches us as a Python exception.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with file descriptor 2 set aside, replaying it if the import fails.
+
+    TensorFlow's libraries log while they load, before absl's logging is initialised, and those
+    lines (oneDNN is on, no CUDA driver) ignore TF_CPP_MIN_LOG_LEVEL: C++ writes them to the
+    process's stderr, past Python's sys.stderr.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None):
     """Entry point of the `m3d` console script; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
+    if not getattr(args, "verbose", False):
+        _quiet()
+    if args.command == "main" and args.out is None:
+        args.out = f"runs/main-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     from m3d_tf.distribute import ClusterError
 
     try:
         if getattr(args, "strategy", None) == "multiworker":
             _start_cluster(args)
-        COMMANDS[args.command](args)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, ClusterError) as error:
+        with _output_lock(args):
+            COMMANDS[args.command](args)
+    # OSError: a full or read-only disk, a file that vanished, another writer (io.OutputLocked).
+    except (UsageError, ValueError, OSError, ClusterError) as error:
         print(f"m3d: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0
