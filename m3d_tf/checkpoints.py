@@ -69,7 +69,8 @@ def restore_checkpoint(condenser, directory):
     latest = tf.train.latest_checkpoint(str(directory))
     if latest is None:
         raise FileNotFoundError(
-            f"no checkpoint in {directory}; run without --resume to start a new condensation."
+            f"no checkpoint in {directory} yet (its run stopped before the first); delete "
+            f"{directory} and run without --resume to start a new condensation."
         )
     try:
         checkpoint.restore(latest).assert_existing_objects_matched()

@@ -496,8 +496,8 @@ def _quiet():
 
     TF_CPP_MIN_LOG_LEVEL=3 hides the C++ log once TensorFlow runs: the CPU-feature notice, the
     CUDA probing on machines without a GPU (an E-level line), and the "Type inference failed"
-    protobuf dump TensorFlow's graph optimiser writes for Keras' multi-step loop. A value the
-    user set is kept. A real TensorFlow failure still reaches us as a Python exception.
+    protobuf dump of TensorFlow's graph type checker (a W-level line about a tf.cond inside
+    the training step; the step runs correctly). A value the user set is kept. A real TensorFlow failure still reaches us as a Python exception.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("tensorflow", "absl", "h5py"):
