@@ -448,6 +448,8 @@ def cmd_show(args):
 
 def cmd_main(args):
     """Condense --dataset (Fashion-MNIST) at IPC 10 with M3D and DM and a random subset; evaluate all."""
+    import numpy as np
+
     from m3d_tf import baselines, io
 
     out = pathlib.Path(args.out)
@@ -458,13 +460,15 @@ def cmd_main(args):
     args.strategy, args.checkpoint_every = "default", 100
     _say(f"{info.name} via {info.source}: {len(images)} train, {len(test_images)} test images")
 
+    # 64 real images per class and step, or all of the smallest class of a small --dataset.
+    real_per_class = min(64, int(np.bincount(labels).min()))
     sets, seconds = {}, {}
     for recipe in ("m3d", "dm"):
         _say(f"\n== condensing with {recipe.upper()}: IPC {args.ipc}, {args.iterations} iterations ==")
         args.tensorboard = str(out / "tensorboard" / recipe)
         sets[recipe], seconds[recipe] = _condense(
             args, (images, labels), info, out=out / recipe, recipe=recipe,
-            iterations=args.iterations, real_per_class=64, compute_dtype="bfloat16",
+            iterations=args.iterations, real_per_class=real_per_class, compute_dtype="bfloat16",
         )
     started = time.time()
     sets["random"] = baselines.baseline_set("random", images, labels, args.ipc, info, seed=args.seed)

@@ -25,6 +25,7 @@ import dataclasses
 import datetime
 import errno
 import fcntl
+import glob
 import json
 import os
 import pathlib
@@ -498,7 +499,7 @@ def output_lock(directory):
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        for stale in target.parent.glob(f"{_staging_prefix(target)}*"):
+        for stale in target.parent.glob(f"{glob.escape(_staging_prefix(target))}*"):
             shutil.rmtree(stale, ignore_errors=True)
         yield path
     finally:

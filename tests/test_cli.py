@@ -148,3 +148,16 @@ def test_main_job_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     for recipe in ("m3d", "dm"):
         assert list((out / "tensorboard" / recipe).glob("events.out.tfevents.*"))
     assert stdout.rstrip().splitlines()[-1].startswith("sets and grids:")
+
+
+def test_main_job_takes_any_dataset_source(npz, tmp_path, capsys):
+    out = tmp_path / "main"
+    status, stdout, err = _run(capsys, "main", "--dataset", npz, "--out", out, "--ipc", 1,
+                               "--iterations", 2, "--epochs", 1, "--runs", 1)
+    assert status == 0, err
+    assert stdout.startswith(f"small via {npz}: 120 train, 90 test images")
+    table = (out / "summary.txt").read_text().splitlines()
+    assert [row.split()[0] for row in table[2:]] == ["m3d", "dm", "random"]
+    for method in ("m3d", "dm", "random"):
+        saved = io.load_set(out / method)
+        assert saved.metadata["dataset_source"] == npz and saved.images.shape == (3, 28, 28, 1)

@@ -214,6 +214,24 @@ def test_a_second_writer_stops_at_once_and_the_first_ends_unmixed(npz, cache_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set", "set.checkpoint"]
 
 
+def test_output_lock_is_exclusive_and_clears_a_killed_writers_staging(tmp_path):
+    out = tmp_path / "deeper" / "set"
+    out.parent.mkdir()
+    (out.parent / ".set.saving-x1y2").mkdir()  # what save_set leaves when killed mid-save
+    (out.parent / ".set2.saving-x1y2").mkdir()  # another output's: not ours to remove
+    with io.output_lock(out) as lock:
+        assert lock == out.parent / "set.lock" and lock.read_text() == f"{os.getpid()}\n"
+        assert sorted(p.name for p in out.parent.iterdir()) == [".set2.saving-x1y2", "set.lock"]
+        with pytest.raises(io.OutputLocked, match=f"pid {os.getpid()}, lock {lock}"):
+            with io.output_lock(out):
+                pass
+        with io.output_lock(tmp_path / "deeper" / "other"):  # another output: its own lock
+            pass
+    assert sorted(p.name for p in out.parent.iterdir()) == [".set2.saving-x1y2"]
+    with io.output_lock(out):  # released: taken again at once
+        pass
+
+
 # === A full disk ===
 
 
