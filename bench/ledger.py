@@ -28,15 +28,43 @@ def _canonical(key):
 
 
 def commit():
-    """The repository's HEAD commit (short), with "+dirty" when tracked files differ from it."""
+    """The repository's HEAD commit (short), "+dirty" when tracked files differ from it.
+
+    Falls back to reading .git directly where git is not installed (the project environment's
+    root has none); the dirty mark is then unknown and left out.
+    """
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--"],
                                capture_output=True).returncode != 0
+        return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+        return _read_head(ROOT / ".git")
+
+
+def _read_head(git):
+    """HEAD's commit (short) read from a .git directory (or a clone's .git file), else "unknown"."""
+    try:
+        if git.is_file():  # a worktree: "gitdir: PATH"
+            git = pathlib.Path(git.read_text().split(":", 1)[1].strip())
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:7]
+        ref = head[5:]
+        common = git / "commondir"
+        roots = [git] + ([git / common.read_text().strip()] if common.exists() else [])
+        for root in roots:
+            if (root / ref).exists():
+                return (root / ref).read_text().strip()[:7]
+            packed = root / "packed-refs"
+            if packed.exists():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line[:7]
+    except (OSError, IndexError):
+        pass
+    return "unknown"
 
 
 def machine():
