@@ -10,8 +10,8 @@ Every error a user can cause ends in one line on stderr ("m3d: error: ...") and 
 status 2; nothing here re-implements loading, condensing, saving or evaluating.
 
 Only our own lines are printed: TensorFlow's C++ log (its loading notices included) and its
-Python logger are turned off before TensorFlow loads (`_quiet`); `--verbose` (before or after
-the command) lets them all through.
+Python logger are turned off before TensorFlow loads (m3d_tf/console.py); `--verbose` (before
+or after the command) lets them all through.
 
 A command that writes --out first checks that it can write there (a read-only disk is refused
 before any data is read), then holds OUT.lock (m3d_tf.io.output_lock) until it ends: a second
@@ -23,12 +23,11 @@ unchanged) and the condensation reads its batches from there (m3d_tf.data.stream
 """
 
 import argparse
+import contextlib
 import datetime
 import json
-import logging
 import os
 import pathlib
-import contextlib
 import sys
 import tempfile
 import time
@@ -495,50 +494,13 @@ COMMANDS = {
 }
 
 
-def _quiet():
-    """Our lines only: TensorFlow's log off, before TensorFlow loads (later is too late).
-
-    TF_CPP_MIN_LOG_LEVEL=3 hides the C++ log once TensorFlow runs: the CPU-feature notice, the
-    CUDA probing on machines without a GPU (an E-level line), and the "Type inference failed"
-    protobuf dump of TensorFlow's graph type checker (a W-level line about a tf.cond inside
-    the training step; the step runs correctly). A value the user set is kept. A real TensorFlow failure still reaches us as a Python exception.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("tensorflow", "absl", "h5py"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    _import_tensorflow_quietly()
-
-
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with file descriptor 2 set aside, replaying it if the import fails.
-
-    TensorFlow's libraries log while they load, before absl's logging is initialised, and those
-    lines (oneDNN is on, no CUDA driver) ignore TF_CPP_MIN_LOG_LEVEL: C++ writes them to the
-    process's stderr, past Python's sys.stderr.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def main(argv=None):
     """Entry point of the `m3d` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     if not getattr(args, "verbose", False):
-        _quiet()
+        from m3d_tf import console
+
+        console.quiet()
     if args.command == "main" and args.out is None:
         args.out = f"runs/main-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     from m3d_tf.distribute import ClusterError

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import m3d_tf
+from m3d_tf import console
 
 ROOT = pathlib.Path(m3d_tf.__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -88,3 +89,17 @@ def test_condense_and_show_print_only_our_lines_and_verbose_lets_tensorflow_thro
         stdout, stderr = _m3d(*argv)
         assert TENSORFLOW_LINE.search(stderr), stderr
         assert stdout.splitlines()[-1] == f"grid: {out / 'grid.png'}"
+
+
+@pytest.mark.parametrize("argv, orig_argv, expected", [
+    (["/opt/venv/bin/m3d", "show", "s"], ["/opt/venv/bin/python", "/opt/venv/bin/m3d", "show"], True),
+    (["-m", "show", "s"], ["python", "-m", "m3d_tf", "show", "s"], True),
+    (["-m"], ["python", "-X", "dev", "-m", "m3d_tf", "--verbose", "show"], True),
+    (["-m"], ["python", "-m", "pytest", "tests"], False),
+    (["-m"], ["python", "-m", "m3d_tf.data", "npz:x.npz"], False),
+    (["-c"], ["python", "-c", "import m3d_tf"], False),
+    (["train.py"], ["python", "train.py", "--out", "m3d"], False),
+])
+def test_only_the_m3d_command_is_made_quiet_on_import(argv, orig_argv, expected):
+    """A library user's TensorFlow log is left alone: `import m3d_tf` changes nothing there."""
+    assert console.is_command(argv, orig_argv) is expected
