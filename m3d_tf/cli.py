@@ -121,7 +121,7 @@ def _parser():
     main.add_argument("--seed", type=int, default=0)
     for each in (parser, *commands.choices.values()):  # `m3d --verbose CMD` or `m3d CMD --verbose`
         each.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                          help="also print TensorFlow's and Keras' own log lines and warnings")
+                          help="also print TensorFlow's own log lines")
     return parser
 
 
@@ -446,7 +446,7 @@ def cmd_show(args):
 
 
 def cmd_main(args):
-    """Condense --dataset (Fashion-MNIST) at IPC 10 with M3D and DM and a random subset; evaluate all."""
+    """Condense --dataset at IPC 10 with M3D and DM, pick a random subset, evaluate all."""
     import numpy as np
 
     from m3d_tf import baselines, io
@@ -467,7 +467,8 @@ def cmd_main(args):
         args.tensorboard = str(out / "tensorboard" / recipe)
         sets[recipe], seconds[recipe] = _condense(
             args, (images, labels), info, out=out / recipe, recipe=recipe,
-            iterations=args.iterations, real_per_class=real_per_class, compute_dtype="bfloat16",
+            iterations=args.iterations, real_per_class=real_per_class,
+            compute_dtype="bfloat16",
         )
     started = time.time()
     sets["random"] = baselines.baseline_set("random", images, labels, args.ipc, info, seed=args.seed)

@@ -401,10 +401,10 @@ def save_set(directory, synthetic_set, *, overwrite=False, formats=("npz",)):
         _write_staged(target, metadata, images, labels, formats)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = " and the earlier set there is kept" if target.exists() else ""
             raise DiskFullError(
                 f"no space left on the disk holding {target.parent} while saving {target}; "
-                f"nothing was saved{' and the earlier set there is kept' if target.exists() else ''}"
-                ". Free some space there or save elsewhere."
+                f"nothing was saved{kept}. Free some space there or save elsewhere."
             ) from None
         raise
     return target

@@ -50,7 +50,7 @@ def _m3d(*argv):
 
 
 def _is_progress(line):
-    """Keras' progress bar, which `m3d condense` asks for: "4/4 ━━━━ 1s 166ms/step - mmd: ...".
+    """Keras' progress bar, which `m3d condense` asks for: "4/4 ━━━━ 1s 166ms/step - mmd: ..".
 
     Its updates are separated by newlines or carriage returns (and it may start with an empty
     line); each one must be a bar.
@@ -92,7 +92,7 @@ def test_condense_and_show_print_only_our_lines_and_verbose_lets_tensorflow_thro
 
 
 @pytest.mark.parametrize("argv, orig_argv, expected", [
-    (["/opt/venv/bin/m3d", "show", "s"], ["/opt/venv/bin/python", "/opt/venv/bin/m3d", "show"], True),
+    (["/opt/venv/bin/m3d", "show"], ["/opt/venv/bin/python", "/opt/venv/bin/m3d", "show"], True),
     (["-m", "show", "s"], ["python", "-m", "m3d_tf", "show", "s"], True),
     (["-m"], ["python", "-X", "dev", "-m", "m3d_tf", "--verbose", "show"], True),
     (["-m"], ["python", "-m", "pytest", "tests"], False),

@@ -74,7 +74,7 @@ def _wait_for(path, process):
     """Polls until `path` exists while `process` runs (a checkpoint: the run is under way)."""
     deadline = time.monotonic() + HARD_TIMEOUT
     while not path.exists():
-        assert process.poll() is None, f"the run ended before {path} existed: {process.communicate()}"
+        assert process.poll() is None, f"ended before {path} existed: {process.communicate()}"
         assert time.monotonic() < deadline, f"no {path} within {HARD_TIMEOUT} s"
         time.sleep(0.02)
 
