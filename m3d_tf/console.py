@@ -37,9 +37,12 @@ def quiet():
 
     TF_CPP_MIN_LOG_LEVEL=3 hides the C++ log once TensorFlow runs: the CPU-feature notice, the
     CUDA probing on machines without a GPU (an E-level line), and the "Type inference failed"
-    protobuf dump of TensorFlow's graph type checker (a W-level line about a tf.cond inside
-    the training step; the step runs correctly). A value the user set is kept. A real
-    TensorFlow failure still reaches us as a Python exception.
+    protobuf dump of TensorFlow's graph type checker. That one comes from the gradient of the
+    tf.cond inside a tf.cond in augment.apply (the warp: general or axis-aligned), whose
+    branches keep intermediates of different dtypes; the step is correct, the line goes when the
+    augmentation is "none", and a tf.switch_case in place of the two conds still prints it. A
+    value the user set is kept. A real TensorFlow failure still reaches us as a Python
+    exception.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("tensorflow", "absl", "h5py"):
