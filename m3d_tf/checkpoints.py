@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from m3d_tf import distribute
+from m3d_tf.checks import positive_int
 
 RUN_FILE = "run.json"
 
@@ -90,8 +91,7 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     def __init__(self, directory, run, *, every=100, max_to_keep=2):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer. Received every={every!r}.")
+        positive_int("every", every)
         self.directory = pathlib.Path(directory)
         self.run = run
         self.every = every

@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import augment, networks
+from m3d_tf.checks import choice, nonnegative_int, per_channel, positive_int
 
 
 # === Protocols ===
@@ -376,27 +377,9 @@ def _int_labels(labels, count, num_classes, where):
     return labels.astype(np.int32)
 
 
-def _per_channel(name, values, channels):
-    values = np.ravel(np.asarray(values, np.float32))
-    if values.shape != (channels,) or not np.all(np.isfinite(values)):
-        raise ValueError(
-            f"{name} must hold one finite number per channel ({channels}). "
-            f"Received {name}={values}."
-        )
-    return values
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received {name}={value!r}.")
-    return int(value)
-
-
 def check_choice(name, value, registry):
-    """Returns registry[value] or raises ValueError listing the valid names."""
-    if value not in registry:
-        raise ValueError(f"Unknown {name}={value!r}; valid choices: {', '.join(registry)}.")
-    return registry[value]
+    """Returns registry[value] or raises ValueError listing the valid names (checks.choice)."""
+    return registry[choice(name, value, registry)]
 
 
 # === Training and testing one network ===
@@ -602,13 +585,12 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     check_choice("arch", arch, networks.NETWORKS)
     if compute_dtype is not None:
         check_choice("compute_dtype", compute_dtype, _DTYPE_POLICIES)
-    runs = _positive_int("runs", runs)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer. Received seed={seed!r}.")
-    epochs = _positive_int("epochs", epochs)
-    eval_batch_size = _positive_int("eval_batch_size", eval_batch_size)
+    runs = positive_int("runs", runs)
+    nonnegative_int("seed", seed)
+    epochs = positive_int("epochs", epochs)
+    eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
     validate_every = max(1, epochs // 20) if validate_every is None else validate_every
-    validate_every = _positive_int("validate_every", validate_every)
+    validate_every = positive_int("validate_every", validate_every)
     x_train = as_float_images(train_images, "train_images")
     x_test = as_float_images(test_images, "test_images")
     if x_test.shape[1:] != x_train.shape[1:]:
@@ -618,14 +600,12 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
         )
     if num_classes is None:
         num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
-    num_classes = _positive_int("num_classes", num_classes)
+    num_classes = positive_int("num_classes", num_classes)
     y_train = _int_labels(train_labels, len(x_train), num_classes, "train_labels")
     y_test = _int_labels(test_labels, len(x_test), num_classes, "test_labels")
     channels = x_train.shape[-1]
-    mean = _per_channel("mean", mean, channels)
-    std = _per_channel("std", std, channels)
-    if np.any(std <= 0):
-        raise ValueError(f"std must be positive per channel. Received std={std}.")
+    mean = np.asarray(per_channel("mean", mean, channels), np.float32)
+    std = np.asarray(per_channel("std", std, channels, positive=True), np.float32)
     missing = np.setdiff1d(np.arange(num_classes), y_train)
     if missing.size:
         raise ValueError(
