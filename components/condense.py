@@ -364,16 +364,11 @@ class Executor(base_executor.BaseExecutor):
                 image_every=max(1, iterations // 10),
                 decoded=overrides.get("factor", recipe.factor) > 1,
             )
-            ipc, seed = exec_properties["ipc"], exec_properties["seed"]
-            sample = data.initialization_sample(
-                class_files, init=overrides.get("init", recipe.init), ipc=ipc,
-                factor=overrides.get("factor", recipe.factor), seed=seed)
             condenser, history = recipes.condense(
-                *sample, info, ipc, recipe=recipe.name, iterations=iterations,
-                learning_rate=exec_properties.get("learning_rate"), seed=seed,
-                callbacks=[board, _ProgressLog(iterations)], strategy=strategy,
-                batches=data.streamed_batches(class_files, real_per_class, seed=seed),
-                **overrides,
+                class_files, None, info, exec_properties["ipc"], recipe=recipe.name,
+                iterations=iterations, learning_rate=exec_properties.get("learning_rate"),
+                seed=exec_properties["seed"], callbacks=[board, _ProgressLog(iterations)],
+                strategy=strategy, **overrides,
             )
         synthetic = io.SyntheticSet.from_condenser(
             condenser, info, iterations=iterations, final_mmd=history["mmd"][-1],

@@ -75,6 +75,23 @@ def restore_checkpoint(condenser, directory):
     return int(condenser.optimizer.iterations.numpy())
 
 
+def latest_step(directory):
+    """The iteration of the latest checkpoint in `directory`, without restoring it.
+
+    CheckpointCallback numbers every checkpoint by its iteration (ckpt-<iteration>), so a caller
+    can say where a resume starts (and start its TensorBoard steps there) before building.
+
+    Raises:
+        FileNotFoundError: `directory` holds no checkpoint.
+    """
+    latest = tf.train.latest_checkpoint(str(directory))
+    if latest is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {directory}; run without --resume to start a new condensation."
+        )
+    return int(latest.rsplit("-", 1)[1])
+
+
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves pixels + optimiser state every `every` iterations and at the end.
 

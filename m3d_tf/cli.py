@@ -195,7 +195,8 @@ def _check_no_checkpoint(checkpoint_dir):
 
 
 def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overrides):
-    """Runs (or resumes) one condensation and saves the set; returns (set, seconds).
+    """Runs (or resumes) one condensation through recipes.condense and saves the set; returns
+    (set, seconds).
 
     `real` is the training data: (images, labels) arrays, or m3d_tf.data.ClassFiles streamed
     from disk (`m3d condense`: never the whole data set in memory).
@@ -206,8 +207,6 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
     """
     from m3d_tf import callbacks, checkpoints, data, distribute, io, recipes
 
-    streamed = isinstance(real, data.ClassFiles)
-
     checkpoint_dir = pathlib.Path(f"{out}.checkpoint")
     run = {
         "dataset": args.dataset, "ipc": args.ipc, "recipe": recipe, "iterations": iterations,
@@ -216,8 +215,10 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
     }
     strategy = _strategy(getattr(args, "strategy", "default"))
     writer = distribute.is_writer(strategy)
-    condenser, start = None, 0
-    if getattr(args, "resume", False):
+    chosen = recipes.get_recipe(recipe)
+    rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
+    resume, start = getattr(args, "resume", False), 0
+    if resume:
         saved = checkpoints.read_run(checkpoint_dir)
         changed = sorted(k for k in run if k != "iterations" and saved.get(k) != run[k])
         if changed:
@@ -226,18 +227,11 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
                 + ", ".join(f"{k}: {saved.get(k)!r} then, {run[k]!r} now" for k in changed)
                 + "); rerun with the original flags or start a new --out."
             )
-        with strategy.scope():
-            condenser = recipes.build_condenser(
-                info, args.ipc, recipe=recipe, seed=args.seed, **overrides
-            )
-            condenser.compile(learning_rate=saved["learning_rate_used"],
-                              jit_compile=getattr(args, "xla", False))
-            start = checkpoints.restore_checkpoint(condenser, checkpoint_dir)
+        rate = saved["learning_rate_used"]
+        start = checkpoints.latest_step(checkpoint_dir)
         _say(f"resuming {checkpoint_dir} at iteration {start} of {iterations}")
     elif writer:  # other workers checked before joining: by now the chief may have made it
         _check_no_checkpoint(checkpoint_dir)
-    chosen = recipes.get_recipe(recipe)
-    rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
     run["learning_rate_used"] = rate
     hooks = [checkpoints.CheckpointCallback(checkpoint_dir, run, every=getattr(args, "checkpoint_every", 100))]
     if getattr(args, "tensorboard", None):
@@ -245,24 +239,14 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
             args.tensorboard, class_names=info.class_names,
             image_every=getattr(args, "image_every", 100), initial_step=start,
         ))
+    images, labels = (real, None) if isinstance(real, data.ClassFiles) else real
     started = time.time()
-    with strategy.scope():
-        if condenser is None:
-            condenser = recipes.build_condenser(
-                info, args.ipc, recipe=recipe, seed=args.seed, **overrides
-            )
-            condenser.initialize(data.initialization_sample(
-                real, init=condenser.init, ipc=condenser.ipc, factor=condenser.factor,
-                seed=condenser.seed) if streamed else real)
-            condenser.compile(learning_rate=rate, jit_compile=getattr(args, "xla", False))
-    images, labels = (None, None) if streamed else real
-    batches = data.streamed_batches(
-        real, condenser.real_per_class, seed=args.seed, start=start) if streamed else None
     try:
         condenser, history = recipes.condense(
-            images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
-            callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
-            batches=batches,
+            images, labels, info, args.ipc, recipe=recipe, iterations=iterations,
+            learning_rate=rate, seed=args.seed, callbacks=hooks, verbose=0 if quiet else 1,
+            strategy=strategy, jit_compile=getattr(args, "xla", False),
+            resume_from=checkpoint_dir if resume else None, **overrides,
         )
     except _collective_errors(strategy) as error:
         raise distribute.ClusterError(distribute.cluster_failure(error, checkpoint_dir)) from None

@@ -504,7 +504,9 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
     Args:
         trainer: a Trainer.
         run: 0-based run index.
-        train, test, validation: (normalised float32 images, int32 labels); validation may be None.
+        train, test, validation: (normalised float32 images, int32 labels); validation may be
+            None, and so may test (then no accuracy is measured: the TFX Trainer module tests
+            on its own split).
         epochs: int.
         validate_every: validation accuracy is measured after every this many epochs and after
             the last; the weights of the best (latest among ties) are kept.
@@ -529,7 +531,7 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
                 best = (accuracy, epoch + 1, trainer.model.get_weights())
         if progress is not None:
             progress(epoch + 1, loss)
-    final = trainer.accuracy(*test, eval_batch_size)
+    final = None if test is None else trainer.accuracy(*test, eval_batch_size)
     per_epoch = float(np.median(seconds))  # the median ignores the epoch that traced
     if validation is None:
         return final, final, None, per_epoch
