@@ -11,7 +11,8 @@ signature maps serialized tf.Example (the m3d_tf.io encoding: feature "image", f
 inside the signature, so the Evaluator and any server feed raw examples.
 
 custom_config (all optional): epochs (300), protocol ("idc"), arch ("convnet"), seed (0),
-flip (None: horizontal flips unless the dataset is digits, m3d_tf.recipes.DIGIT_DATASETS).
+flip (None: the choice recorded in the set's metadata, m3d_tf.io.set_flip: whether a horizontal
+flip keeps the data's classes, from the catalogue or as declared when condensing).
 """
 
 import json
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from m3d_tf import evaluate, io, networks, recipes
+from m3d_tf import evaluate, io, networks
 
 DEFAULTS = {"epochs": 300, "protocol": "idc", "arch": "convnet", "seed": 0, "flip": None}
 METADATA_FILE = "metadata.json"  # components.condense.METADATA_FILE, beside the splits
@@ -148,9 +149,7 @@ def run_fn(fn_args):
         )
     config = {**DEFAULTS, **config}
     metadata = _read_metadata(fn_args.train_files)
-    flip = config["flip"]
-    if flip is None:
-        flip = metadata.get("dataset") not in recipes.DIGIT_DATASETS
+    flip = io.set_flip(metadata) if config["flip"] is None else config["flip"]
     images, labels = _read_files(fn_args.train_files)
     eval_images, eval_labels = _read_files(fn_args.eval_files)
     _check_held_out(images, eval_images, fn_args.eval_files)

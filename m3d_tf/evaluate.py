@@ -660,7 +660,8 @@ def evaluate_set(synthetic_set, test_images, test_labels, **kwargs):
     Args:
         synthetic_set: m3d_tf.io.SyntheticSet (e.g. from io.load_set).
         test_images, test_labels: the real test split of the set's dataset.
-        **kwargs: `evaluate` keywords except mean, std and num_classes, which the set carries.
+        **kwargs: `evaluate` keywords except mean, std and num_classes, which the set carries;
+            flip defaults to the set's recorded choice (m3d_tf.io.set_flip).
 
     Raises:
         ValueError: as `evaluate`, or test data whose image shape or classes do not match the
@@ -677,6 +678,9 @@ def evaluate_set(synthetic_set, test_images, test_labels, **kwargs):
             f"test_images have shape {x_test.shape[1:]} per image but the set was condensed from "
             f"{meta['dataset']!r} images of shape {expected}; evaluate it against that dataset."
         )
+    from m3d_tf import io  # at call time: io sits above evaluate's own imports
+
+    kwargs.setdefault("flip", io.set_flip(meta))
     images, labels = synthetic_set.decoded()
     return evaluate(images, labels, x_test, test_labels, mean=meta["mean"], std=meta["std"],
                     num_classes=meta["num_classes"], **kwargs)

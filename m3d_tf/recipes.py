@@ -19,10 +19,6 @@ import dataclasses
 from m3d_tf.condenser import M3DCondenser
 from m3d_tf.data import balanced_batches
 
-# Datasets whose classes change meaning when mirrored: no flip while matching.
-DIGIT_DATASETS = ("mnist", "svhn", "svhn_cropped")
-
-
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A named condensation setting.
@@ -96,7 +92,7 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
         kernel=chosen.kernel, ipm=chosen.ipm, factor=chosen.factor,
         augmentation=chosen.augmentation, init=chosen.init,
         real_per_class=chosen.real_per_class,
-        flip=info.name not in DIGIT_DATASETS,
+        flip=info.flips,
         mean=info.mean, std=info.std,
     )
     kwargs.update(overrides)

@@ -327,7 +327,7 @@ def test_mlp_progress_and_validation_selection(fmnist_small):
 def test_evaluate_set_decodes_and_normalises_like_evaluate(fmnist_small):
     x, y = _first(fmnist_small.x_train, fmnist_small.y_train, 4)
     info = DatasetInfo("fashion_mnist", "test", 10, (28, 28, 1), tuple(map(str, range(10))),
-                       FMNIST_MEAN, FMNIST_STD, {"train": 1000})
+                       FMNIST_MEAN, FMNIST_STD, {"train": 1000}, flip=True)  # the catalogue's
     stored = parameterization.initial_images(
         [x[y == c].astype(np.float32) / 255 for c in range(10)], 1, 2, init="mix", seed=0)
     labels = np.repeat(np.arange(10), 1)
