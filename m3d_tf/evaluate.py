@@ -545,7 +545,7 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
 def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std, protocol="idc",
              arch="convnet", runs=3, epochs=1000, seed=0, flip=True, num_classes=None,
              validation=None, validate_every=None, eval_batch_size=500, compute_dtype=None,
-             progress=None):
+             progress=None, first_run=0):
     """Trains `runs` fresh networks on a (decoded) synthetic set; their real test accuracy.
 
     Args:
@@ -571,6 +571,9 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
             "bfloat16": the network's convs and matmuls in bfloat16 with float32 weights (Keras
             "mixed_bfloat16"), 1.5-2x faster on CPUs with AVX-512 BF16; not the published setting.
         progress: None or callable(Progress) called after every epoch (e.g. ProgressPrinter()).
+        first_run: index of the first run: runs first_run .. first_run + runs - 1 are trained,
+            so a long evaluation can be split into single runs (runs=1, first_run=r) that give
+            the same accuracies as one call.
 
     Returns:
         EvalResult (accuracies are fractions in [0, 1]).
@@ -588,6 +591,7 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     if compute_dtype is not None:
         check_choice("compute_dtype", compute_dtype, _DTYPE_POLICIES)
     runs = positive_int("runs", runs)
+    nonnegative_int("first_run", first_run)
     nonnegative_int("seed", seed)
     epochs = positive_int("epochs", epochs)
     eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
@@ -631,9 +635,10 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
                       compute_dtype=compute_dtype)
     started = time.perf_counter()
     finals, accuracies, selected, speeds = [], [], [], []
-    for run in range(runs):
+    for run in range(first_run, first_run + runs):
         def hook(epoch, loss, run=run):
-            progress(Progress(run + 1, runs, epoch, epochs, time.perf_counter() - started, loss))
+            progress(Progress(run - first_run + 1, runs, epoch, epochs,
+                              time.perf_counter() - started, loss))
 
         final, accuracy, epoch, speed = train_and_test(
             trainer, run, train, test, epochs=epochs, validation=validation,

@@ -181,3 +181,29 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
         verbose=verbose,
     )
     return condenser, history.history
+
+
+# Settings chosen per IPC on a validation split carved from the training split, never on test
+# (bench/search.py; its tables in docs/benchmarks.md "Validation search"). An IPC missing here
+# runs the recipe's defaults.
+TUNED = {}
+
+
+def settings_for(recipe, ipc, **overrides):
+    """The condensation settings a recipe runs at `ipc`: iterations, real_per_class, ipm, lr.
+
+    The values chosen on a validation split for this IPC (TUNED) where there are some, else the
+    recipe's defaults; `overrides` replace either (e.g. DM run at M3D's iterations).
+
+    Returns:
+        dict with keys iterations, real_per_class, ipm, learning_rate.
+    """
+    chosen = get_recipe(recipe)
+    settings = dict(iterations=chosen.iterations, real_per_class=chosen.real_per_class,
+                    ipm=chosen.ipm, learning_rate=chosen.learning_rate_for(ipc))
+    settings.update(TUNED.get(recipe, {}).get(ipc, {}))
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"settings_for: unknown setting(s) {unknown}; known: {sorted(settings)}.")
+    settings.update(overrides)
+    return settings

@@ -290,6 +290,9 @@ def test_real_fashion_mnist_idc_accurate_and_deterministic(fmnist_small):
     assert two.accuracies[0] != two.accuracies[1]  # runs differ
     one = ev.evaluate(x, y, fmnist_small.x_test, fmnist_small.y_test, runs=1, **kwargs)
     assert one.accuracies == two.accuracies[:1]  # same seed, same run: identical
+    second = ev.evaluate(x, y, fmnist_small.x_test, fmnist_small.y_test, runs=1, first_run=1,
+                         **kwargs)
+    assert second.accuracies == two.accuracies[1:]  # a run alone equals that run in a batch
     assert (two.mean, two.std) == (np.mean(two.accuracies), np.std(two.accuracies))
     assert two.final_accuracies == two.accuracies and two.selected_epochs is None
     assert (two.arch, two.protocol, two.epochs, two.seed) == ("convnet", "idc", 10, 7)

@@ -16,7 +16,8 @@ Modules: arrays (DatasetInfo, checks), idx (IDX parser and folders), files (npz,
 TFRecord), catalog (TFDS and the offline Fashion-MNIST), sources (source strings, loaders),
 balanced (class-balanced batches), records (TFRecord files chunk by chunk), class_files
 (per-class files on disk written in one streaming pass, with counts, mean and std), stream
-(class-balanced batches read from them: data larger than memory), __main__ (the summary).
+(class-balanced batches read from them: data larger than memory), holdout (a validation split
+carved from train), __main__ (the summary).
 """
 
 from m3d_tf.data.arrays import (
@@ -33,6 +34,7 @@ from m3d_tf.data.catalog import (
     mirroring_by_name,
     restore_gzip_header,
 )
+from m3d_tf.data.holdout import holdout_split
 from m3d_tf.data.idx import parse_idx, read_idx
 from m3d_tf.data.records import example_chunks
 from m3d_tf.data.sources import load_arrays, load_dataset, open_source
@@ -53,6 +55,7 @@ __all__ = [
     "channel_stats",
     "default_cache_dir",
     "example_chunks",
+    "holdout_split",
     "images_by_class",
     "initialization_sample",
     "load_arrays",
