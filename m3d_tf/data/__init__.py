@@ -20,9 +20,20 @@ balanced (class-balanced batches), records (TFRecord files chunk by chunk), clas
 carved from train), __main__ (the summary).
 """
 
-from m3d_tf.data.arrays import DatasetInfo, channel_stats
+from m3d_tf.data.arrays import (
+    UNDECLARED_FLIP,
+    DatasetInfo,
+    channel_stats,
+    undeclared_flip_note,
+)
 from m3d_tf.data.balanced import balanced_batches, images_by_class
-from m3d_tf.data.catalog import KNOWN_DATASETS, default_cache_dir, restore_gzip_header
+from m3d_tf.data.catalog import (
+    KNOWN_DATASETS,
+    default_cache_dir,
+    mirroring,
+    mirroring_by_name,
+    restore_gzip_header,
+)
 from m3d_tf.data.holdout import holdout_split
 from m3d_tf.data.idx import parse_idx, read_idx
 from m3d_tf.data.records import example_chunks
@@ -37,6 +48,7 @@ from m3d_tf.data.stream import initialization_sample, streamed_batches
 
 __all__ = [
     "KNOWN_DATASETS",
+    "UNDECLARED_FLIP",
     "ClassFiles",
     "DatasetInfo",
     "balanced_batches",
@@ -48,6 +60,8 @@ __all__ = [
     "initialization_sample",
     "load_arrays",
     "load_dataset",
+    "mirroring",
+    "mirroring_by_name",
     "open_class_files",
     "open_source",
     "parse_idx",
@@ -55,5 +69,6 @@ __all__ = [
     "restore_gzip_header",
     "stream_source",
     "streamed_batches",
+    "undeclared_flip_note",
     "write_class_files",
 ]

@@ -7,6 +7,8 @@ the settings chosen. The split is a pure function of the labels and a seed.
 
 import numpy as np
 
+from m3d_tf.checks import positive_int
+
 
 def holdout_split(labels, per_class, *, seed=0):
     """Indices of a class-balanced validation split and of the training images that remain.
@@ -27,8 +29,7 @@ def holdout_split(labels, per_class, *, seed=0):
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be one-dimensional; received shape {labels.shape}.")
-    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
-        raise ValueError(f"per_class must be a positive integer. Received per_class={per_class!r}.")
+    positive_int("per_class", per_class)
     rng = np.random.default_rng(seed)
     held = []
     for label in np.unique(labels):
