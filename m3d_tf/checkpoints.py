@@ -56,6 +56,17 @@ def read_run(directory):
         raise ValueError(f"{path} is not valid JSON ({error}); delete {directory} to start over.")
 
 
+def _latest(directory):
+    """The latest complete checkpoint's path prefix (ckpt-N) in `directory`."""
+    latest = tf.train.latest_checkpoint(str(directory))
+    if latest is None:  # also after a kill before the first checkpoint: delete, or --resume fails
+        raise FileNotFoundError(
+            f"no checkpoint in {directory} yet (its run stopped before the first); delete "
+            f"{directory} and run without --resume to start a new condensation."
+        )
+    return latest
+
+
 def restore_checkpoint(condenser, directory):
     """Restores the latest checkpoint of `directory` into a compiled condenser.
 
@@ -67,12 +78,7 @@ def restore_checkpoint(condenser, directory):
         ValueError: the latest checkpoint is corrupt, truncated or of another condenser.
     """
     checkpoint = _checkpoint(condenser)
-    latest = tf.train.latest_checkpoint(str(directory))
-    if latest is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {directory} yet (its run stopped before the first); delete "
-            f"{directory} and run without --resume to start a new condensation."
-        )
+    latest = _latest(directory)
     try:
         checkpoint.restore(latest).assert_existing_objects_matched()
     # TensorFlow's reader raises OpError subclasses, IndexError ("Read less bytes than
@@ -95,12 +101,7 @@ def latest_step(directory):
     Raises:
         FileNotFoundError: `directory` holds no checkpoint.
     """
-    latest = tf.train.latest_checkpoint(str(directory))
-    if latest is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {directory}; run without --resume to start a new condensation."
-        )
-    return int(latest.rsplit("-", 1)[1])
+    return int(_latest(directory).rsplit("-", 1)[1])
 
 
 class CheckpointCallback(keras.callbacks.Callback):
