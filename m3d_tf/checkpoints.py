@@ -18,6 +18,7 @@ import os
 import pathlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from m3d_tf import distribute
@@ -50,9 +51,17 @@ def read_run(directory):
             "to start a new condensation."
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete {directory} to start over.")
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); delete {directory} to start over, or start a "
+            "new --out."
+        ) from None
+    if not isinstance(run, dict):
+        raise ValueError(
+            f"{path} holds no JSON object; delete {directory} to start over, or start a new --out."
+        )
+    return run
 
 
 def restore_checkpoint(condenser, directory):
@@ -63,15 +72,50 @@ def restore_checkpoint(condenser, directory):
 
     Raises:
         FileNotFoundError: `directory` holds no checkpoint.
+        ValueError: the checkpoint is corrupt or truncated, belongs to another condenser, or
+            holds pixels that are not finite numbers in [0, 1]; the message names it and says
+            how to recover.
     """
     checkpoint = _checkpoint(condenser)
-    latest = tf.train.latest_checkpoint(str(directory))
-    if latest is None:
+    how = f"delete {directory} to start over, or start a new --out"
+    state = pathlib.Path(directory) / "checkpoint"  # the name of the latest, by CheckpointManager
+    try:
+        latest = tf.train.latest_checkpoint(str(directory))
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(f"{state} cannot be read ({_first_line(error)}); {how}.") from None
+    if latest is None and state.exists():  # TensorFlow reads a damaged state file as none
+        raise ValueError(f"{state} cannot be read (it names no checkpoint); {how}.")
+    if latest is None:  # e.g. stopped before its first checkpoint
         raise FileNotFoundError(
-            f"no checkpoint in {directory}; run without --resume to start a new condensation."
+            f"no checkpoint in {directory}; delete it and run without --resume to start a new "
+            "condensation."
         )
-    checkpoint.restore(latest).assert_existing_objects_matched()
+    try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+        raise ValueError(
+            f"checkpoint {latest} is corrupt, truncated or of another condenser "
+            f"({_first_line(error)}); {how}."
+        ) from None
+    _check_pixels(condenser.pixels.numpy(), latest, how)
     return int(condenser.optimizer.iterations.numpy())
+
+
+def _first_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _check_pixels(pixels, latest, how):
+    """Restored pixels must be finite and in [0, 1], as the condenser's constraint keeps them."""
+    bad = int(pixels.size - np.isfinite(pixels).sum())
+    if bad:
+        raise ValueError(f"checkpoint {latest} holds {bad} NaN or infinite pixels; {how}.")
+    if pixels.min() < 0.0 or pixels.max() > 1.0:
+        raise ValueError(
+            f"checkpoint {latest} holds pixels in [{pixels.min():g}, {pixels.max():g}], not "
+            f"[0, 1]; {how}."
+        )
 
 
 class CheckpointCallback(keras.callbacks.Callback):

@@ -54,6 +54,7 @@ from m3d_tf.data.balanced import balanced_layout
 KERNELS = ("gaussian_mix", "linear", "polynomial", "rbf_fixed")
 INITS = ("mix", "real", "noise")
 STRATEGIES = ("color_crop_cutout", "color_crop_cutout_flip_scale_rotate", "none")
+NET_NORMS = networks.NETWORK_NORMS["convnet"]  # the random ConvNet's normalisations
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Stream ids folded into the seed so that each use of randomness is independent.
@@ -160,10 +161,10 @@ class M3DCondenser(keras.Model):
             raise ValueError(
                 f"num_classes must be at least 2. Received num_classes={num_classes}."
             )
-        if len(tuple(image_shape)) != 3:
+        if not isinstance(image_shape, (tuple, list, np.ndarray)) or len(image_shape) != 3:
             raise ValueError(
                 "image_shape must be (height, width, channels). "
-                f"Received image_shape={tuple(image_shape)!r}."
+                f"Received image_shape={image_shape!r}."
             )
         self.image_shape = tuple(_positive_int("image_shape", d) for d in image_shape)
         self.ipc = _positive_int("ipc", ipc)
@@ -174,11 +175,15 @@ class M3DCondenser(keras.Model):
         self.widths = None if widths is None else tuple(widths)
         self.gammas = tuple(mmd.DEFAULT_GAMMAS if gammas is None else gammas)
         self.degree = degree
+        if isinstance(coef0, bool) or not isinstance(coef0, (int, float, np.number)):
+            raise ValueError(f"coef0 must be a number. Received coef0={coef0!r}.")
         self.coef0 = float(coef0)
         self.estimator = estimator
         mmd.validate_kernel_options(**self._kernel_options())
         self.ipm = _positive_int("ipm", ipm)
         self.augmentation = _choice("augmentation", augmentation, STRATEGIES)
+        if not isinstance(flip, (bool, np.bool_)):  # bool("no") is True
+            raise ValueError(f"flip must be True or False. Received flip={flip!r}.")
         self.flip = bool(flip)
         self.real_per_class = _positive_int("real_per_class", real_per_class)
         self.init = _choice("init", init, INITS)
@@ -187,7 +192,7 @@ class M3DCondenser(keras.Model):
         )
         self.net_width = _positive_int("net_width", net_width)
         self.net_depth = _positive_int("net_depth", net_depth)
-        self.net_norm = net_norm
+        self.net_norm = _choice("net_norm", net_norm, NET_NORMS)
         channels = self.image_shape[-1]
         self.mean = self._per_channel("mean", mean, 0.0, channels)
         self.std = self._per_channel("std", std, 1.0, channels)
@@ -202,8 +207,8 @@ class M3DCondenser(keras.Model):
             if compute_dtype not in COMPUTE_DTYPES:  # e.g. mixed_float16
                 compute_dtype = "float32"
         self.compute_dtype_name = _choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer. Received seed={seed!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer. Received seed={seed!r}.")
         self.seed = int(seed)
 
         # === Derived sizes ===
@@ -295,7 +300,10 @@ class M3DCondenser(keras.Model):
     def _per_channel(name, value, default, channels):
         if value is None:
             return (default,) * channels
-        values = tuple(float(v) for v in np.ravel(value))
+        try:
+            values = tuple(float(v) for v in np.ravel(value))
+        except (TypeError, ValueError):
+            values = ()
         if len(values) == 1:
             values *= channels
         if len(values) != channels:
@@ -383,7 +391,7 @@ class M3DCondenser(keras.Model):
                 f"{where}: {len(images)} images but {len(labels)} labels; they must match."
             )
         if len(images) == 0:
-            raise ValueError(f"{where}: the real data is empty.")
+            raise ValueError(f"{where}: the real data is empty; give real images of every class.")
         if not np.all(np.isfinite(images)):
             raise ValueError(
                 f"{where}: real images contain NaN or Inf. Clean the data before condensing."
@@ -410,6 +418,13 @@ class M3DCondenser(keras.Model):
                 (default 1.0; m3d_tf.recipes holds tuned values per setting).
             **kwargs: passed to keras.Model.compile (e.g. jit_compile=True).
         """
+        if learning_rate is not None and (
+                isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number))
+                or not 0 < learning_rate < float("inf")):
+            raise ValueError(
+                "learning_rate must be a positive finite number. "
+                f"Received learning_rate={learning_rate!r}."
+            )
         if optimizer is None:
             optimizer = keras.optimizers.SGD(
                 learning_rate=1.0 if learning_rate is None else learning_rate, momentum=0.5

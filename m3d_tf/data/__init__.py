@@ -19,7 +19,7 @@ balanced (class-balanced batches), records (TFRecord files chunk by chunk), clas
 (class-balanced batches read from them: data larger than memory), __main__ (the summary).
 """
 
-from m3d_tf.data.arrays import DatasetInfo, channel_stats
+from m3d_tf.data.arrays import DatasetInfo, channel_stats, check_channel_stats
 from m3d_tf.data.balanced import balanced_batches, images_by_class
 from m3d_tf.data.catalog import KNOWN_DATASETS, default_cache_dir, restore_gzip_header
 from m3d_tf.data.idx import parse_idx, read_idx
@@ -39,6 +39,7 @@ __all__ = [
     "DatasetInfo",
     "balanced_batches",
     "channel_stats",
+    "check_channel_stats",
     "default_cache_dir",
     "example_chunks",
     "images_by_class",
