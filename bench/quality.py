@@ -122,6 +122,7 @@ def main(argv=None):
                 train_images, train_labels, test_images, test_labels, mean=info.mean,
                 std=info.std, protocol=args.protocol, runs=args.runs, epochs=args.epochs,
                 seed=args.seed, num_classes=info.num_classes,
+                flip=io.set_flip(synthetic.metadata),
             )
             rows.append((ipc, method, synthetic.metadata["factor"], build_seconds,
                          time.time() - t0, result))

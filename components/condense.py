@@ -254,6 +254,22 @@ def streamed_info(class_files, where):
     )
 
 
+def declare_flip(info, flip):
+    """The info with the component's flip parameter (1, 0 or None: the examples' own) applied;
+    logs the one-line note when own data's mirroring stays undeclared (DatasetInfo.flip)."""
+    if flip is not None:
+        if isinstance(flip, bool) or flip not in (0, 1):
+            raise ValueError(
+                f"M3DCondense: flip must be 1 (a horizontal flip keeps an image's class), 0, or "
+                f"None (the examples' own). Received flip={flip!r}."
+            )
+        info = dataclasses.replace(info, flip=bool(flip))
+    note = data.undeclared_flip_note(info, how="flip=True")
+    if note:
+        logging.warning("M3DCondense: %s", note)
+    return info
+
+
 def check_eval_examples(examples, info):
     """Reads Split-eval once to check it as Split-train is checked; returns its record count.
 
@@ -356,6 +372,7 @@ class M3DCondenseSpec(ComponentSpec):
         "seed": ExecutionParameter(type=int),
         "learning_rate": ExecutionParameter(type=float, optional=True),
         "devices": ExecutionParameter(type=str, optional=True),
+        "flip": ExecutionParameter(type=int, optional=True),
         **{name: ExecutionParameter(type=kind, optional=True) for name, kind in OVERRIDES.items()},
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
@@ -385,6 +402,7 @@ class Executor(base_executor.BaseExecutor):
         real_per_class = overrides.get("real_per_class", recipe.real_per_class)
         with tempfile.TemporaryDirectory() as scratch:  # the per-class files of Split-train
             class_files, info = stream_training_examples(examples, os.path.join(scratch, "c"))
+            info = declare_flip(info, exec_properties.get("flip"))
             eval_size = check_eval_examples(examples, info)
             check_class_sizes(class_files.counts, real_per_class)
             if devices:
@@ -398,16 +416,11 @@ class Executor(base_executor.BaseExecutor):
                 image_every=max(1, iterations // 10),
                 decoded=overrides.get("factor", recipe.factor) > 1,
             )
-            ipc, seed = exec_properties["ipc"], exec_properties["seed"]
-            sample = data.initialization_sample(
-                class_files, init=overrides.get("init", recipe.init), ipc=ipc,
-                factor=overrides.get("factor", recipe.factor), seed=seed)
             condenser, history = recipes.condense(
-                *sample, info, ipc, recipe=recipe.name, iterations=iterations,
-                learning_rate=exec_properties.get("learning_rate"), seed=seed,
-                callbacks=[board, _ProgressLog(iterations)], strategy=strategy,
-                batches=data.streamed_batches(class_files, real_per_class, seed=seed),
-                **overrides,
+                class_files, None, info, exec_properties["ipc"], recipe=recipe.name,
+                iterations=iterations, learning_rate=exec_properties.get("learning_rate"),
+                seed=exec_properties["seed"], callbacks=[board, _ProgressLog(iterations)],
+                strategy=strategy, **overrides,
             )
         synthetic = io.SyntheticSet.from_condenser(
             condenser, info, iterations=iterations, final_mmd=history["mmd"][-1],
@@ -440,6 +453,10 @@ class M3DCondense(base_component.BaseComponent):
         devices: None or "": MirroredStrategy over every GPU the node sees (the default
             strategy without one); else comma-separated device names ("/gpu:0,/gpu:1") for
             MirroredStrategy over exactly those.
+        flip: whether a horizontal flip keeps an image's class, so augmentation may mirror
+            (True, False; None: the examples' dataset_info, which knows it for catalogued
+            datasets; own data left undeclared is not mirrored, m3d_tf.data.UNDECLARED_FLIP).
+            Recorded in the set's metadata, which the Trainer module follows.
 
     Outputs: condensed_examples (Examples), synthetic_set (SyntheticSet); module docstring.
     """
@@ -449,10 +466,13 @@ class M3DCondense(base_component.BaseComponent):
 
     def __init__(self, examples, *, recipe="m3d", ipc=10, iterations=None, seed=0,
                  learning_rate=None, factor=None, kernel=None, real_per_class=None, ipm=None,
-                 init=None, devices=None):
+                 init=None, devices=None, flip=None):
+        if flip is not None and not isinstance(flip, bool):
+            raise ValueError(f"flip must be True, False or None. Received flip={flip!r}.")
         super().__init__(spec=M3DCondenseSpec(
             examples=examples, recipe=recipe, ipc=ipc, iterations=iterations, seed=seed,
             learning_rate=learning_rate, devices=devices, factor=factor, kernel=kernel,
+            flip=None if flip is None else int(flip),
             real_per_class=real_per_class, ipm=ipm, init=init,
             condensed_examples=types.Channel(type=standard_artifacts.Examples),
             synthetic_set=types.Channel(type=SyntheticSet),

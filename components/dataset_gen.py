@@ -16,8 +16,8 @@ the condensed examples use too, so one serving signature parses both:
     height, width, channels   int64
 
 The artifact's custom property "dataset_info" (JSON) carries the source's DatasetInfo (name,
-source, num_classes, image_shape, class_names, mean, std of the full train split) for the
-components downstream. Per-class limits make small runs: train_per_class, test_per_class.
+source, num_classes, image_shape, class_names, mean, std of the full train split, and flip: what
+the catalogue knows about mirroring, null for own data) for the components downstream. Per-class limits make small runs: train_per_class, test_per_class.
 """
 
 import json
@@ -33,7 +33,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from m3d_tf import io
-from m3d_tf.data import DatasetInfo, load_arrays
+from m3d_tf.data import DatasetInfo, load_arrays, mirroring
 
 SPLITS = ("train", "eval", "test")
 DATASET_INFO_KEY = "dataset_info"
@@ -51,7 +51,7 @@ def info_to_json(info):
     return json.dumps({
         "name": info.name, "source": info.source, "num_classes": info.num_classes,
         "image_shape": list(info.image_shape), "class_names": list(info.class_names),
-        "mean": list(info.mean), "std": list(info.std),
+        "mean": list(info.mean), "std": list(info.std), "flip": info.flip,
     }, sort_keys=True)
 
 
@@ -72,6 +72,8 @@ def info_from_json(text, split_sizes):
         name=fields["name"], source=fields["source"], num_classes=int(fields["num_classes"]),
         image_shape=tuple(fields["image_shape"]), class_names=tuple(fields["class_names"]),
         mean=tuple(fields["mean"]), std=tuple(fields["std"]), split_sizes=dict(split_sizes),
+        # Examples written before flip was recorded: what the catalogue knows of the name.
+        flip=fields["flip"] if "flip" in fields else mirroring(fields["name"]),
     )
 
 

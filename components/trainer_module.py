@@ -11,7 +11,8 @@ signature maps serialized tf.Example (the m3d_tf.io encoding: feature "image", f
 inside the signature, so the Evaluator and any server feed raw examples.
 
 custom_config (all optional): epochs (300), protocol ("idc"), arch ("convnet"), seed (0),
-flip (None: horizontal flips unless the dataset is digits, m3d_tf.recipes.DIGIT_DATASETS).
+flip (None: the choice recorded in the set's metadata, m3d_tf.io.set_flip: whether a horizontal
+flip keeps the data's classes, from the catalogue or as declared when condensing).
 """
 
 import json
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from m3d_tf import evaluate, io, networks, recipes
+from m3d_tf import evaluate, io, networks
 
 DEFAULTS = {"epochs": 300, "protocol": "idc", "arch": "convnet", "seed": 0, "flip": None}
 METADATA_FILE = "metadata.json"  # components.condense.METADATA_FILE, beside the splits
@@ -142,17 +143,23 @@ def _export(model, directory, image_shape, mean, std):
     tf.saved_model.save(model, directory, signatures={"serving_default": serve})
 
 
-def train_network(images, labels, metadata, *, epochs, protocol, arch, seed, flip, log_dir=None):
+def train_network(images, labels, metadata, *, epochs, protocol, arch, seed, flip,
+                  held_out=None, log_dir=None):
     """Trains run 0 of an m3d_tf.evaluate protocol on (decoded) synthetic images.
+
+    The training loop is m3d_tf.evaluate's (train_and_test): the network, its initial weights,
+    augmentation and schedule are exactly run 0 of `m3d evaluate` with the same seed.
 
     Args:
         images: float32 (N, H, W, C) in [0, 1]. labels: int (N,).
         metadata: the set's m3d_tf.io metadata (num_classes, mean, std).
         epochs, protocol, arch, seed, flip: as m3d_tf.evaluate.evaluate.
+        held_out: None, or (float32 images in [0, 1], int labels) to test the trained network on.
         log_dir: None, or a TensorBoard directory for the per-epoch training loss.
 
     Returns:
-        (evaluate.Trainer holding the trained keras.Model, its final epoch loss).
+        (evaluate.Trainer holding the trained keras.Model, its final epoch loss, its accuracy on
+        held_out or None).
     """
     chosen = evaluate.check_choice("protocol", protocol, evaluate.PROTOCOLS)
     evaluate.check_choice("arch", arch, networks.NETWORKS)
@@ -162,19 +169,25 @@ def train_network(images, labels, metadata, *, epochs, protocol, arch, seed, fli
         arch, images.shape[1:], metadata["num_classes"], chosen, flip=flip,
         batch_size=min(chosen.batch_size, len(images)), seed=seed,
     )
-    trainer.reset(0)
-    x = tf.constant((images - mean) / std)
-    y = tf.constant(labels.astype(np.int32))
     writer = None if log_dir is None else tf.summary.create_file_writer(log_dir)
-    loss = float("nan")
-    for epoch in range(epochs):
-        loss = trainer.fit_epoch(x, y, epoch, epochs)
+    losses = []
+
+    def progress(epoch, loss):
+        losses.append(loss)
         if writer is not None:
             with writer.as_default():
-                tf.summary.scalar("train/loss", loss, step=epoch + 1)
+                tf.summary.scalar("train/loss", loss, step=epoch)
+
+    test = None
+    if held_out is not None:
+        test = ((held_out[0] - mean) / std, np.asarray(held_out[1], np.int32))
+    accuracy, *_ = evaluate.train_and_test(
+        trainer, 0, ((images - mean) / std, labels.astype(np.int32)), test, epochs=epochs,
+        progress=progress,
+    )
     if writer is not None:
         writer.close()
-    return trainer, loss
+    return trainer, losses[-1], accuracy
 
 
 def run_fn(fn_args):
@@ -202,22 +215,17 @@ def run_fn(fn_args):
     evaluate.check_choice("arch", config["arch"], networks.NETWORKS)
     metadata = _read_metadata(fn_args.train_files)
     _check_metadata(metadata, fn_args.train_files)
-    flip = config["flip"]
-    if flip is None:
-        flip = metadata.get("dataset") not in recipes.DIGIT_DATASETS
+    flip = io.set_flip(metadata) if config["flip"] is None else config["flip"]
     images, labels = _read_files(fn_args.train_files)
     eval_images, eval_labels = _read_files(fn_args.eval_files)
     _check_split(images, labels, metadata, fn_args.train_files)
     _check_split(eval_images, eval_labels, metadata, fn_args.eval_files, images.shape[1:])
     _check_held_out(images, eval_images, fn_args.eval_files)
-    trainer, loss = train_network(
+    trainer, loss, accuracy = train_network(
         images, labels, metadata, epochs=int(config["epochs"]), protocol=config["protocol"],
         arch=config["arch"], seed=int(config["seed"]), flip=bool(flip),
-        log_dir=fn_args.model_run_dir,
+        held_out=(eval_images, eval_labels), log_dir=fn_args.model_run_dir,
     )
-    mean = np.asarray(metadata["mean"], np.float32)
-    std = np.asarray(metadata["std"], np.float32)
-    accuracy = trainer.accuracy((eval_images - mean) / std, eval_labels, 500)
     logging.info("trainer_module: %d epochs on %d synthetic images, final loss %.4f, accuracy "
                  "%.4f on %d real held-out images (Split-eval)", config["epochs"], len(labels),
                  loss, accuracy, len(eval_labels))

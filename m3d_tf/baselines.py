@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import io, networks
+from m3d_tf.checks import positive_int
 from m3d_tf.evaluate import as_float_images, check_choice
 
 # Stream id folded into the seed of the feature network, apart from the condenser's streams.
@@ -213,8 +214,7 @@ def baseline_set(method, images, labels, ipc, info, *, seed=0):
             with fewer than ipc images.
     """
     select = check_choice("method", method, BASELINES)
-    if isinstance(ipc, bool) or not isinstance(ipc, (int, np.integer)) or ipc < 1:
-        raise ValueError(f"ipc must be a positive integer. Received ipc={ipc!r}.")
+    positive_int("ipc", ipc)
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., np.newaxis]

@@ -26,12 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import distribute, io
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received {name}={value!r}.")
-    return int(value)
+from m3d_tf.checks import positive_int
 
 
 def log_evaluation(log_dir, accuracies, *, step, name=None):
@@ -96,8 +91,8 @@ class TensorBoardCallback(keras.callbacks.Callback):
         super().__init__()
         self.log_dir = str(log_dir)
         self.class_names = None if class_names is None else [str(n) for n in class_names]
-        self.scalar_every = _positive_int("scalar_every", scalar_every)
-        self.image_every = _positive_int("image_every", image_every)
+        self.scalar_every = positive_int("scalar_every", scalar_every)
+        self.image_every = positive_int("image_every", image_every)
         self.decoded = bool(decoded)
         if isinstance(initial_step, bool) or not isinstance(initial_step, (int, np.integer)) \
                 or initial_step < 0:

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import distribute
+from m3d_tf.checks import positive_int
 
 RUN_FILE = "run.json"
 
@@ -118,6 +119,23 @@ def _check_pixels(pixels, latest, how):
         )
 
 
+def latest_step(directory):
+    """The iteration of the latest checkpoint in `directory`, without restoring it.
+
+    CheckpointCallback numbers every checkpoint by its iteration (ckpt-<iteration>), so a caller
+    can say where a resume starts (and start its TensorBoard steps there) before building.
+
+    Raises:
+        FileNotFoundError: `directory` holds no checkpoint.
+    """
+    latest = tf.train.latest_checkpoint(str(directory))
+    if latest is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {directory}; run without --resume to start a new condensation."
+        )
+    return int(latest.rsplit("-", 1)[1])
+
+
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves pixels + optimiser state every `every` iterations and at the end.
 
@@ -134,8 +152,7 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     def __init__(self, directory, run, *, every=100, max_to_keep=2):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer. Received every={every!r}.")
+        positive_int("every", every)
         self.directory = pathlib.Path(directory)
         self.run = run
         self.every = every

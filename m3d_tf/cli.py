@@ -16,6 +16,7 @@ unchanged) and the condensation reads its batches from there (m3d_tf.data.stream
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import pathlib
@@ -106,10 +107,13 @@ def _parser():
     condense.add_argument("--tfrecord", action="store_true", help="also save a TFRecord copy")
     condense.add_argument("--cache-dir", help="where the streamed per-class image files go "
                           "(default: $M3D_TF_CACHE_DIR, else ~/.cache/m3d_tf)")
+    _flip_arg(condense, "whether a horizontal flip keeps an image's class, so augmentation may "
+              "mirror (default: the catalogue's for named datasets; off for own data)")
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a saved set")
     evaluate.add_argument("set", help="directory of a saved set")
-    evaluate.add_argument("--dataset", help="real test data; default: the set's own dataset")
+    evaluate.add_argument("--dataset", help="real test data; default: the data the set was "
+                          "condensed from (recorded in it, own data by its absolute path)")
     evaluate.add_argument("--data-dir", help="TFDS data directory")
     evaluate.add_argument("--protocol", choices=("dm", "idc"), default="idc")
     evaluate.add_argument("--runs", type=_positive, default=3)
@@ -119,6 +123,8 @@ def _parser():
     evaluate.add_argument("--tensorboard", help="also log the accuracies to this directory")
     evaluate.add_argument("--allow-other-data", action="store_true",
                           help="evaluate against --dataset even if its classes are not the set's")
+    _flip_arg(evaluate, "horizontal flips while training the networks (default: the choice "
+              "recorded in the set)")
 
     baseline = commands.add_parser("baseline", help="select a real subset at the same budget")
     _dataset_args(baseline)
@@ -126,6 +132,8 @@ def _parser():
     baseline.add_argument("--ipc", type=_positive, default=10)
     baseline.add_argument("--out", required=True)
     baseline.add_argument("--seed", type=_non_negative, default=0)
+    _flip_arg(baseline, "whether a horizontal flip keeps an image's class, recorded in the set "
+              "for its evaluation (default: the catalogue's; off for own data)")
 
     show = commands.add_parser("show", help="print a saved set's description and its PNG grid")
     show.add_argument("set")
@@ -141,6 +149,10 @@ def _parser():
     return parser
 
 
+def _flip_arg(parser, help):
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
 def _dataset_args(parser):
     parser.add_argument(
         "--dataset", default="fashion_mnist",
@@ -153,10 +165,10 @@ def _dataset_args(parser):
 # === Shared steps ===
 
 
-def _load(source, split, data_dir=None):
+def _load(source, split, data_dir=None, flip=None):
     from m3d_tf import data
 
-    return data.load_arrays(source, split, data_dir=data_dir)
+    return data.load_arrays(source, split, data_dir=data_dir, flip=flip)
 
 
 def _say(message):
@@ -227,7 +239,8 @@ def _check_no_checkpoint(checkpoint_dir):
 
 
 def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overrides):
-    """Runs (or resumes) one condensation and saves the set; returns (set, seconds).
+    """Runs (or resumes) one condensation through recipes.condense and saves the set; returns
+    (set, seconds).
 
     `real` is the training data: (images, labels) arrays, or m3d_tf.data.ClassFiles streamed
     from disk (`m3d condense`: never the whole data set in memory).
@@ -238,38 +251,33 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
     """
     from m3d_tf import callbacks, checkpoints, data, distribute, io, recipes
 
-    streamed = isinstance(real, data.ClassFiles)
-
     checkpoint_dir = pathlib.Path(f"{out}.checkpoint")
     run = {
         "dataset": args.dataset, "ipc": args.ipc, "recipe": recipe, "iterations": iterations,
         "seed": args.seed, "learning_rate": getattr(args, "lr", None),
-        "overrides": {k: v for k, v in overrides.items()},
+        "overrides": {k: v for k, v in overrides.items()}, "flip": info.flips,
     }
     strategy = _strategy(getattr(args, "strategy", "default"))
     writer = distribute.is_writer(strategy)
-    condenser, start = None, 0
-    if getattr(args, "resume", False):
+    chosen = recipes.get_recipe(recipe)
+    rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
+    resume, start = getattr(args, "resume", False), 0
+    if resume:
         saved = checkpoints.read_run(checkpoint_dir)
-        changed = sorted(k for k in run if k != "iterations" and saved.get(k) != run[k])
+        # Checkpoints from before flip was recorded carry no "flip": nothing to compare.
+        changed = sorted(k for k in run if k != "iterations" and saved.get(k) != run[k]
+                         and not (k == "flip" and k not in saved))
         if changed:
             raise UsageError(
                 f"--resume: {checkpoint_dir} was made with different settings ("
                 + ", ".join(f"{k}: {saved.get(k)!r} then, {run[k]!r} now" for k in changed)
                 + "); rerun with the original flags or start a new --out."
             )
-        with strategy.scope():
-            condenser = recipes.build_condenser(
-                info, args.ipc, recipe=recipe, seed=args.seed, **overrides
-            )
-            condenser.compile(learning_rate=saved["learning_rate_used"],
-                              jit_compile=getattr(args, "xla", False))
-            start = checkpoints.restore_checkpoint(condenser, checkpoint_dir)
+        rate = saved["learning_rate_used"]
+        start = checkpoints.latest_step(checkpoint_dir)
         _say(f"resuming {checkpoint_dir} at iteration {start} of {iterations}")
     elif writer:  # other workers checked before joining: by now the chief may have made it
         _check_no_checkpoint(checkpoint_dir)
-    chosen = recipes.get_recipe(recipe)
-    rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
     run["learning_rate_used"] = rate
     hooks = [checkpoints.CheckpointCallback(checkpoint_dir, run, every=getattr(args, "checkpoint_every", 100))]
     if getattr(args, "tensorboard", None):
@@ -277,24 +285,14 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
             args.tensorboard, class_names=info.class_names,
             image_every=getattr(args, "image_every", 100), initial_step=start,
         ))
+    images, labels = (real, None) if isinstance(real, data.ClassFiles) else real
     started = time.time()
-    with strategy.scope():
-        if condenser is None:
-            condenser = recipes.build_condenser(
-                info, args.ipc, recipe=recipe, seed=args.seed, **overrides
-            )
-            condenser.initialize(data.initialization_sample(
-                real, init=condenser.init, ipc=condenser.ipc, factor=condenser.factor,
-                seed=condenser.seed) if streamed else real)
-            condenser.compile(learning_rate=rate, jit_compile=getattr(args, "xla", False))
-    images, labels = (None, None) if streamed else real
-    batches = data.streamed_batches(
-        real, condenser.real_per_class, seed=args.seed, start=start) if streamed else None
     try:
         condenser, history = recipes.condense(
-            images, labels, info, args.ipc, recipe=recipe, iterations=iterations, seed=args.seed,
-            callbacks=hooks, verbose=0 if quiet else 1, initial_step=start, condenser=condenser,
-            batches=batches,
+            images, labels, info, args.ipc, recipe=recipe, iterations=iterations,
+            learning_rate=rate, seed=args.seed, callbacks=hooks, verbose=0 if quiet else 1,
+            strategy=strategy, jit_compile=getattr(args, "xla", False),
+            resume_from=checkpoint_dir if resume else None, **overrides,
         )
     except _collective_errors(strategy) as error:
         raise distribute.ClusterError(distribute.cluster_failure(error, checkpoint_dir)) from None
@@ -319,17 +317,50 @@ def _collective_errors(strategy):
     return ()
 
 
-def _evaluate(synthetic, test_images, test_labels, *, protocol, arch, runs, epochs, seed):
+def _evaluate(synthetic, test_images, test_labels, *, protocol, arch, runs, epochs, seed,
+              flip=None):
+    """evaluate_set with a progress line; flip None: the set's recorded choice (io.set_flip)."""
     from m3d_tf import evaluate
 
-    images, labels = synthetic.decoded()
-    meta = synthetic.metadata
-    return evaluate.evaluate(
-        images, labels, test_images, test_labels, mean=meta["mean"], std=meta["std"],
-        protocol=protocol, arch=arch, runs=runs, epochs=epochs, seed=seed,
-        flip=meta["dataset"] not in ("mnist", "svhn", "svhn_cropped"),
-        num_classes=meta["num_classes"], progress=evaluate.ProgressPrinter(),
+    options = {} if flip is None else {"flip": flip}
+    return evaluate.evaluate_set(
+        synthetic, test_images, test_labels, protocol=protocol, arch=arch, runs=runs,
+        epochs=epochs, seed=seed, progress=evaluate.ProgressPrinter(), **options,
     )
+
+
+def _announce_flip(info):
+    """Says once, in one line, that own data without --flip/--no-flip is not mirrored."""
+    from m3d_tf import data
+
+    note = data.undeclared_flip_note(info)
+    if note:
+        print(f"m3d: {note}", file=sys.stderr, flush=True)
+
+
+def _recorded_source(meta):
+    """The source `m3d evaluate SET` reads by default: the data the set was condensed from.
+
+    A catalogued dataset by its name (wherever TFDS keeps it); own data by the location the set
+    recorded (an absolute path since sets record one), checked to still be there. Never by the
+    name alone for own data: a folder called mnist is not the catalogue's MNIST.
+    """
+    from m3d_tf import data
+    from m3d_tf.data import catalog
+
+    name, recorded = meta["dataset"], meta["dataset_source"]
+    kind, _, where = recorded.partition(":")
+    if kind == "tfds":
+        return name if name in data.KNOWN_DATASETS else f"tfds:{name}"
+    offline_copy = name in data.KNOWN_DATASETS and where == str(catalog.DEBIAN_FASHION_MNIST_DIR)
+    if kind not in ("idx", "npz", "folder", "tfrecord") or offline_copy:
+        return name  # the catalogue's (Fashion-MNIST read from Debian's files), or unknown
+    if not glob.glob(where.replace("{split}", "*")):
+        raise UsageError(
+            f"the set was condensed from {recorded}, which is no longer there; pass --dataset "
+            "with where those data are now."
+        )
+    return recorded
 
 
 def _check_matches(synthetic, info, source):
@@ -383,7 +414,8 @@ def cmd_condense(args):
     _check_new_dir(args.out)
     recipe = recipes.get_recipe(args.recipe)  # before the streaming pass
     class_files, info = data.stream_source(args.dataset, "train", data_dir=args.data_dir,
-                                           cache_dir=args.cache_dir)
+                                           cache_dir=args.cache_dir, flip=args.flip)
+    _announce_flip(info)
     _check_class_sizes(class_files, args.real_per_class or recipe.real_per_class, args.dataset)
     overrides = {
         k: v for k, v in dict(
@@ -409,12 +441,13 @@ def cmd_evaluate(args):
     from m3d_tf import callbacks, io
 
     synthetic = io.load_set(args.set)
-    source = args.dataset or synthetic.metadata["dataset"]
+    source = args.dataset or _recorded_source(synthetic.metadata)
     test_images, test_labels, info = _load(source, "test", args.data_dir)
     _check_matches(synthetic, info, source)
     _check_same_data(synthetic, info, source, args.allow_other_data)
     result = _evaluate(synthetic, test_images, test_labels, protocol=args.protocol,
-                       arch=args.arch, runs=args.runs, epochs=args.epochs, seed=args.seed)
+                       arch=args.arch, runs=args.runs, epochs=args.epochs, seed=args.seed,
+                       flip=args.flip)
     if args.tensorboard:
         callbacks.log_evaluation(args.tensorboard, result.accuracies,
                                  step=synthetic.metadata["iterations"])
@@ -430,7 +463,8 @@ def cmd_baseline(args):
     from m3d_tf import baselines, io
 
     _check_new_dir(args.out)
-    images, labels, info = _load(args.dataset, "train", args.data_dir)
+    images, labels, info = _load(args.dataset, "train", args.data_dir, flip=args.flip)
+    _announce_flip(info)
     synthetic = baselines.baseline_set(args.method, images, labels, args.ipc, info, seed=args.seed)
     io.save_set(args.out, synthetic)
     _say(f"{args.method} subset of {args.ipc} images per class saved to {args.out}")

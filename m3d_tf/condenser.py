@@ -49,11 +49,13 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import augment, mmd, networks, parameterization, real_batches
+from m3d_tf.checks import choice, nonnegative_int, per_channel, positive_int
 from m3d_tf.data.balanced import balanced_layout
 
-KERNELS = ("gaussian_mix", "linear", "polynomial", "rbf_fixed")
-INITS = ("mix", "real", "noise")
-STRATEGIES = ("color_crop_cutout", "color_crop_cutout_flip_scale_rotate", "none")
+# The registries live with what they name; re-exported here for callers of the condenser.
+KERNELS = mmd.KERNELS
+INITS = parameterization.INITS
+STRATEGIES = augment.STRATEGIES
 NET_NORMS = networks.NETWORK_NORMS["convnet"]  # the random ConvNet's normalisations
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -71,22 +73,6 @@ class UnitInterval(keras.constraints.Constraint):
 
     def __call__(self, w):
         return keras.ops.clip(w, 0.0, 1.0)
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"{name} must be a positive integer. Received {name}={value!r}."
-        )
-    return int(value)
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Unknown {name}={value!r}. Valid choices: {', '.join(map(repr, choices))}."
-        )
-    return value
 
 
 @keras.saving.register_keras_serializable(package="m3d_tf")
@@ -156,7 +142,7 @@ class M3DCondenser(keras.Model):
     ):
         super().__init__(**kwargs)
         # === Validation (once, here: train_step trusts these) ===
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.num_classes = positive_int("num_classes", num_classes)
         if self.num_classes < 2:
             raise ValueError(
                 f"num_classes must be at least 2. Received num_classes={num_classes}."
@@ -166,11 +152,11 @@ class M3DCondenser(keras.Model):
                 "image_shape must be (height, width, channels). "
                 f"Received image_shape={image_shape!r}."
             )
-        self.image_shape = tuple(_positive_int("image_shape", d) for d in image_shape)
-        self.ipc = _positive_int("ipc", ipc)
-        self.factor = _positive_int("factor", factor)
+        self.image_shape = tuple(positive_int("image_shape", d) for d in image_shape)
+        self.ipc = positive_int("ipc", ipc)
+        self.factor = positive_int("factor", factor)
         parameterization.validate_factor(self.image_shape, self.factor)
-        self.kernel = _choice("kernel", kernel, KERNELS)
+        self.kernel = choice("kernel", kernel, KERNELS)
         self.multipliers = tuple(mmd.DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
         self.widths = None if widths is None else tuple(widths)
         self.gammas = tuple(mmd.DEFAULT_GAMMAS if gammas is None else gammas)
@@ -180,35 +166,28 @@ class M3DCondenser(keras.Model):
         self.coef0 = float(coef0)
         self.estimator = estimator
         mmd.validate_kernel_options(**self._kernel_options())
-        self.ipm = _positive_int("ipm", ipm)
-        self.augmentation = _choice("augmentation", augmentation, STRATEGIES)
+        self.ipm = positive_int("ipm", ipm)
+        self.augmentation = choice("augmentation", augmentation, STRATEGIES)
         if not isinstance(flip, (bool, np.bool_)):  # bool("no") is True
             raise ValueError(f"flip must be True or False. Received flip={flip!r}.")
         self.flip = bool(flip)
-        self.real_per_class = _positive_int("real_per_class", real_per_class)
-        self.init = _choice("init", init, INITS)
-        self.max_decoded_per_class = _positive_int(
+        self.real_per_class = positive_int("real_per_class", real_per_class)
+        self.init = choice("init", init, INITS)
+        self.max_decoded_per_class = positive_int(
             "max_decoded_per_class", max_decoded_per_class
         )
-        self.net_width = _positive_int("net_width", net_width)
-        self.net_depth = _positive_int("net_depth", net_depth)
-        self.net_norm = _choice("net_norm", net_norm, NET_NORMS)
+        self.net_width = positive_int("net_width", net_width)
+        self.net_depth = positive_int("net_depth", net_depth)
+        self.net_norm = choice("net_norm", net_norm, NET_NORMS)
         channels = self.image_shape[-1]
-        self.mean = self._per_channel("mean", mean, 0.0, channels)
-        self.std = self._per_channel("std", std, 1.0, channels)
-        if not all(np.isfinite(self.mean)):
-            raise ValueError(f"mean must be finite per channel. Received mean={self.mean}.")
-        if not all(np.isfinite(s) and s > 0 for s in self.std):
-            raise ValueError(
-                f"std must be positive and finite per channel. Received std={self.std}."
-            )
+        self.mean = per_channel("mean", 0.0 if mean is None else mean, channels)
+        self.std = per_channel("std", 1.0 if std is None else std, channels, positive=True)
         if compute_dtype is None:
             compute_dtype = self.dtype_policy.compute_dtype
             if compute_dtype not in COMPUTE_DTYPES:  # e.g. mixed_float16
                 compute_dtype = "float32"
-        self.compute_dtype_name = _choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer. Received seed={seed!r}.")
+        self.compute_dtype_name = choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
+        seed = nonnegative_int("seed", seed)  # NumPy's seeded draws (initialize) need >= 0
         self.seed = int(seed)
 
         # === Derived sizes ===
@@ -295,22 +274,6 @@ class M3DCondenser(keras.Model):
             "degree": self.degree,
             "coef0": self.coef0,
         }
-
-    @staticmethod
-    def _per_channel(name, value, default, channels):
-        if value is None:
-            return (default,) * channels
-        try:
-            values = tuple(float(v) for v in np.ravel(value))
-        except (TypeError, ValueError):
-            values = ()
-        if len(values) == 1:
-            values *= channels
-        if len(values) != channels:
-            raise ValueError(
-                f"{name} needs one value per channel ({channels}). Received {name}={value!r}."
-            )
-        return values
 
     # === Initialisation ===
     def initialize(self, real_data):

@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import augment, networks
+from m3d_tf.checks import choice, nonnegative_int, per_channel, positive_int
 
 
 # === Protocols ===
@@ -387,32 +388,9 @@ def _int_labels(labels, count, num_classes, where):
     return labels.astype(np.int32)
 
 
-def _per_channel(name, values, channels):
-    try:
-        array = np.ravel(np.asarray(values, np.float32))
-    except (TypeError, ValueError):
-        array = np.full(channels + 1, np.nan)  # not numbers: refused below
-    if array.shape != (channels,) or not np.all(np.isfinite(array)):
-        shown = repr(values) if isinstance(values, str) else array if array.size == channels \
-            else values
-        raise ValueError(
-            f"{name} must hold one finite number per channel ({channels}). "
-            f"Received {name}={shown}."
-        )
-    return array
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received {name}={value!r}.")
-    return int(value)
-
-
 def check_choice(name, value, registry):
-    """Returns registry[value] or raises ValueError listing the valid names."""
-    if value not in registry:
-        raise ValueError(f"Unknown {name}={value!r}; valid choices: {', '.join(registry)}.")
-    return registry[value]
+    """Returns registry[value] or raises ValueError listing the valid names (checks.choice)."""
+    return registry[choice(name, value, registry)]
 
 
 # === Training and testing one network ===
@@ -537,7 +515,9 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
     Args:
         trainer: a Trainer.
         run: 0-based run index.
-        train, test, validation: (normalised float32 images, int32 labels); validation may be None.
+        train, test, validation: (normalised float32 images, int32 labels); validation may be
+            None, and so may test (then no accuracy is measured: the TFX Trainer module tests
+            on its own split).
         epochs: int.
         validate_every: validation accuracy is measured after every this many epochs and after
             the last; the weights of the best (latest among ties) are kept.
@@ -562,7 +542,7 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
                 best = (accuracy, epoch + 1, trainer.model.get_weights())
         if progress is not None:
             progress(epoch + 1, loss)
-    final = trainer.accuracy(*test, eval_batch_size)
+    final = None if test is None else trainer.accuracy(*test, eval_batch_size)
     per_epoch = float(np.median(seconds))  # the median ignores the epoch that traced
     if validation is None:
         return final, final, None, per_epoch
@@ -576,7 +556,7 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
 def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std, protocol="idc",
              arch="convnet", runs=3, epochs=1000, seed=0, flip=True, num_classes=None,
              validation=None, validate_every=None, eval_batch_size=500, compute_dtype=None,
-             progress=None):
+             progress=None, first_run=0):
     """Trains `runs` fresh networks on a (decoded) synthetic set; their real test accuracy.
 
     Args:
@@ -602,6 +582,9 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
             "bfloat16": the network's convs and matmuls in bfloat16 with float32 weights (Keras
             "mixed_bfloat16"), 1.5-2x faster on CPUs with AVX-512 BF16; not the published setting.
         progress: None or callable(Progress) called after every epoch (e.g. ProgressPrinter()).
+        first_run: index of the first run: runs first_run .. first_run + runs - 1 are trained,
+            so a long evaluation can be split into single runs (runs=1, first_run=r) that give
+            the same accuracies as one call.
 
     Returns:
         EvalResult (accuracies are fractions in [0, 1]).
@@ -618,13 +601,13 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     check_choice("arch", arch, networks.NETWORKS)
     if compute_dtype is not None:
         check_choice("compute_dtype", compute_dtype, _DTYPE_POLICIES)
-    runs = _positive_int("runs", runs)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer. Received seed={seed!r}.")
-    epochs = _positive_int("epochs", epochs)
-    eval_batch_size = _positive_int("eval_batch_size", eval_batch_size)
+    runs = positive_int("runs", runs)
+    nonnegative_int("first_run", first_run)
+    nonnegative_int("seed", seed)
+    epochs = positive_int("epochs", epochs)
+    eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
     validate_every = max(1, epochs // 20) if validate_every is None else validate_every
-    validate_every = _positive_int("validate_every", validate_every)
+    validate_every = positive_int("validate_every", validate_every)
     x_train = as_float_images(train_images, "train_images")
     x_test = as_float_images(test_images, "test_images")
     if x_test.shape[1:] != x_train.shape[1:]:
@@ -635,14 +618,12 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     if num_classes is None:  # the labels' shape and dtype are checked before they are read
         num_classes = 1 + int(max(_label_array(train_labels, len(x_train), "train_labels").max(),
                                   _label_array(test_labels, len(x_test), "test_labels").max()))
-    num_classes = _positive_int("num_classes", num_classes)
+    num_classes = positive_int("num_classes", num_classes)
     y_train = _int_labels(train_labels, len(x_train), num_classes, "train_labels")
     y_test = _int_labels(test_labels, len(x_test), num_classes, "test_labels")
     channels = x_train.shape[-1]
-    mean = _per_channel("mean", mean, channels)
-    std = _per_channel("std", std, channels)
-    if np.any(std <= 0):
-        raise ValueError(f"std must be positive per channel. Received std={std}.")
+    mean = np.asarray(per_channel("mean", mean, channels), np.float32)
+    std = np.asarray(per_channel("std", std, channels, positive=True), np.float32)
     missing = np.setdiff1d(np.arange(num_classes), y_train)
     if missing.size:
         raise ValueError(
@@ -671,9 +652,10 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
                       compute_dtype=compute_dtype)
     started = time.perf_counter()
     finals, accuracies, selected, speeds = [], [], [], []
-    for run in range(runs):
+    for run in range(first_run, first_run + runs):
         def hook(epoch, loss, run=run):
-            progress(Progress(run + 1, runs, epoch, epochs, time.perf_counter() - started, loss))
+            progress(Progress(run - first_run + 1, runs, epoch, epochs,
+                              time.perf_counter() - started, loss))
 
         final, accuracy, epoch, speed = train_and_test(
             trainer, run, train, test, epochs=epochs, validation=validation,
@@ -700,7 +682,8 @@ def evaluate_set(synthetic_set, test_images, test_labels, **kwargs):
     Args:
         synthetic_set: m3d_tf.io.SyntheticSet (e.g. from io.load_set).
         test_images, test_labels: the real test split of the set's dataset.
-        **kwargs: `evaluate` keywords except mean, std and num_classes, which the set carries.
+        **kwargs: `evaluate` keywords except mean, std and num_classes, which the set carries;
+            flip defaults to the set's recorded choice (m3d_tf.io.set_flip).
 
     Raises:
         ValueError: as `evaluate`, or test data whose image shape or classes do not match the
@@ -717,6 +700,9 @@ def evaluate_set(synthetic_set, test_images, test_labels, **kwargs):
             f"test_images have shape {x_test.shape[1:]} per image but the set was condensed from "
             f"{meta['dataset']!r} images of shape {expected}; evaluate it against that dataset."
         )
+    from m3d_tf import io  # at call time: io sits above evaluate's own imports
+
+    kwargs.setdefault("flip", io.set_flip(meta))
     images, labels = synthetic_set.decoded()
     return evaluate(images, labels, x_test, test_labels, mean=meta["mean"], std=meta["std"],
                     num_classes=meta["num_classes"], **kwargs)

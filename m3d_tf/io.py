@@ -43,6 +43,9 @@ METADATA_KEYS = (
     "image_shape", "mean", "std", "ipc", "factor", "decode", "kernel", "kernel_options",
     "iterations", "seed", "final_mmd", "library_version", "created",
 )
+# Keys every new set records but older sets may lack (so loading never requires them): "flip",
+# whether training on the set may mirror its images (see set_flip).
+LATER_METADATA_KEYS = ("flip",)
 # M3DCondenser.get_config keys that configure its kernel (the options of m3d_tf.mmd).
 # keras.Model.get_config entries that describe the Keras object, not the condensation.
 _KERAS_CONFIG_KEYS = ("name", "trainable", "dtype")
@@ -200,6 +203,17 @@ class SyntheticSet:
         return (np.asarray(images, np.float32) - mean) / std
 
 
+def set_flip(metadata):
+    """Whether a saved set's images may be mirrored when training on it: the recorded choice
+    (metadata "flip", DatasetInfo.flips at condensation), or for sets saved before it was
+    recorded, what was done then: flips unless the dataset's name is a digit dataset."""
+    if "flip" in metadata:
+        return metadata["flip"]
+    from m3d_tf.data.catalog import mirroring_by_name
+
+    return mirroring_by_name(metadata.get("dataset"))
+
+
 def make_metadata(info, *, method, ipc, factor=1, kernel=None, kernel_options=None,
                   iterations=0, seed=None, final_mmd=None, **extra):
     """Metadata of a SyntheticSet: the dataset's description plus how the set was made.
@@ -212,6 +226,7 @@ def make_metadata(info, *, method, ipc, factor=1, kernel=None, kernel_options=No
         kernel, kernel_options: the MMD kernel name and its options (None for subsets).
         iterations: condensation iterations (0 for subsets). seed: int or None.
         final_mmd: float or None.
+        The dataset's flip (DatasetInfo.flips) is recorded as "flip" (see set_flip).
         **extra: more JSON-serialisable entries kept as given (e.g. condenser_config).
 
     Returns:
@@ -228,6 +243,7 @@ def make_metadata(info, *, method, ipc, factor=1, kernel=None, kernel_options=No
         "ipc": ipc, "factor": factor, "decode": DECODE_METHOD,
         "kernel": kernel, "kernel_options": kernel_options, "iterations": iterations,
         "seed": seed, "final_mmd": None if final_mmd is None else float(final_mmd),
+        "flip": info.flips,
         "library_version": m3d_tf.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **extra,
@@ -286,6 +302,8 @@ def _check_metadata(m, where):
         (_is_numbers(m["mean"], channels), "mean", f"one finite number per channel ({channels})"),
         (_is_numbers(m["std"], channels) and min(m["std"]) > 0, "std",
          f"one positive finite number per channel ({channels})"),
+        (isinstance(m.get("flip", False), bool), "flip",
+         "true or false (whether a horizontal flip keeps an image's class)"),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -31,6 +31,8 @@ import math
 
 import tensorflow as tf
 
+from m3d_tf.checks import choice
+
 KERNELS = ("gaussian_mix", "linear", "polynomial", "rbf_fixed")
 ESTIMATORS = ("biased", "unbiased")
 DEFAULT_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -94,12 +96,8 @@ def validate_kernel_options(
     Raises:
         ValueError: one line naming the bad argument, its value and the valid choices.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"Unknown kernel={kernel!r}. Valid kernels: {', '.join(KERNELS)}.")
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"Unknown estimator={estimator!r}. Valid estimators: {', '.join(ESTIMATORS)}."
-        )
+    choice("kernel", kernel, KERNELS)
+    choice("estimator", estimator, ESTIMATORS)
     if kernel == "gaussian_mix":
         if widths is None:
             _check_positive_numbers("multipliers", multipliers)

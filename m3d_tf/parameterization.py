@@ -15,6 +15,8 @@ image 1, ...) where IDC orders them crop-major; within a class the set is the sa
 import numpy as np
 import tensorflow as tf
 
+from m3d_tf.checks import choice, positive_int
+
 INITS = ("mix", "real", "noise")
 
 # IDC/M3D's noise initialisation: N(0.5, 0.25^2) clipped to [0, 1] (randn / 4 + 0.5).
@@ -33,8 +35,7 @@ def validate_factor(image_shape, factor):
         ValueError: one line naming the factor, the image size and the factors that work.
     """
     height, width = int(image_shape[0]), int(image_shape[1])
-    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-        raise ValueError(f"factor must be a positive integer. Received factor={factor!r}.")
+    positive_int("factor", factor)
     if height % factor or width % factor:
         choices = [f for f in range(1, min(height, width) + 1) if not height % f and not width % f]
         raise ValueError(
@@ -134,10 +135,8 @@ def initial_images(images_by_class, ipc, factor, *, init="mix", seed=0):
         ValueError: unknown init, ipc < 1, a bad factor, inconsistent image shapes, pixels
             outside [0, 1] (NaN included), or a class with too few images (named).
     """
-    if init not in INITS:
-        raise ValueError(f"Unknown init={init!r}. Valid inits: {', '.join(INITS)}.")
-    if isinstance(ipc, bool) or not isinstance(ipc, (int, np.integer)) or ipc < 1:
-        raise ValueError(f"ipc must be a positive integer. Received ipc={ipc!r}.")
+    choice("init", init, INITS)
+    positive_int("ipc", ipc)
     images_by_class = [np.asarray(images, dtype=np.float32) for images in images_by_class]
     if not images_by_class:
         raise ValueError("images_by_class is empty; pass one array of images per class.")

@@ -19,10 +19,6 @@ import dataclasses
 from m3d_tf.condenser import M3DCondenser
 from m3d_tf.data import balanced_batches
 
-# Datasets whose classes change meaning when mirrored: no flip while matching.
-DIGIT_DATASETS = ("mnist", "svhn", "svhn_cropped")
-
-
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A named condensation setting.
@@ -96,7 +92,7 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
         kernel=chosen.kernel, ipm=chosen.ipm, factor=chosen.factor,
         augmentation=chosen.augmentation, init=chosen.init,
         real_per_class=chosen.real_per_class,
-        flip=info.name not in DIGIT_DATASETS,
+        flip=info.flips,
         mean=info.mean, std=info.std,
     )
     kwargs.update(overrides)
@@ -105,52 +101,77 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
 
 def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learning_rate=None,
              seed=0, callbacks=(), verbose=0, initial_step=0, condenser=None, strategy=None,
-             batches=None, **overrides):
-    """Condenses real data with a recipe: build, initialise, compile, fit.
+             batches=None, jit_compile="auto", resume_from=None, **overrides):
+    """Condenses real data with a recipe: build, initialise (or restore), compile, fit.
+
+    The one path of every caller: the `m3d` command, the M3DCondense component, bench/.
 
     Args:
-        images: uint8 (N, H, W, C) or float32 in [0, 1], the real training images.
-        labels: int (N,).
-        info: m3d_tf.data.DatasetInfo of the data.
+        images: the real training images, uint8 (N, H, W, C) or float32 in [0, 1]; or an
+            m3d_tf.data.ClassFiles (with labels=None) for data larger than memory: the
+            condenser then starts from data.initialization_sample (the images the in-memory
+            path would pick) and fits on data.streamed_batches, read from disk.
+        labels: int (N,), or None with ClassFiles.
+        info: m3d_tf.data.DatasetInfo of the data (classes, shape, mean/std, flip).
         ipc: stored images per class.
         recipe: a key of RECIPES.
         iterations: default: the recipe's.
         learning_rate: pixel learning rate; default: the recipe's for this ipc.
         seed: int seed of every draw (initialisation, nets, augmentation, batches).
-        callbacks: keras callbacks (e.g. TensorBoardCallback, progress).
+        callbacks: keras callbacks (e.g. TensorBoardCallback, CheckpointCallback, progress).
         verbose: keras fit verbosity.
         initial_step: resume from this iteration (with `condenser` restored from
             a checkpoint); the batches continue where they stopped.
         condenser: an existing (restored) condenser to continue; default: a new one.
-        strategy: a tf.distribute.Strategy (e.g. MirroredStrategy over GPUs) whose scope the
-            new condenser is built, initialised and compiled in, so its variables are mirrored
-            and fit runs one replica per device; None: the current strategy. Ignored with
-            `condenser` (build that one in the scope yourself, as cli.py does).
-        batches: the real batches to fit on instead of balanced_batches((images, labels), ...),
-            already positioned at `initial_step` (e.g. m3d_tf.data.streamed_batches(...,
-            start=initial_step), for data larger than memory); `images` and `labels` then only
-            initialise a new condenser (m3d_tf.data.initialization_sample).
+        strategy: a tf.distribute.Strategy (MirroredStrategy over GPUs, MultiWorkerMirrored-
+            Strategy over machines) whose scope the new condenser is built, initialised (or
+            restored) and compiled in, so its variables are mirrored and fit runs one replica
+            per device; None: the current strategy. Ignored with `condenser`.
+        batches: the real batches to fit on instead of the default (balanced_batches over the
+            arrays, streamed_batches over ClassFiles), already positioned at `initial_step`.
+        jit_compile: keras' jit_compile: True compiles the step with XLA; "auto" (Keras'
+            default) is off on CPU-only machines and under tf.distribute.
+        resume_from: None, or a checkpoint directory (m3d_tf.checkpoints) to continue: the new
+            condenser is restored from its latest checkpoint instead of initialised, and fitting
+            goes on from that checkpoint's iteration to `iterations` (initial_step is ignored).
         **overrides: M3DCondenser arguments replacing the recipe's.
 
     Returns:
-        (condenser, the fit history dict: epoch means of "mmd" and each kernel term).
+        (condenser, the fit history dict: epoch means of "mmd" and each kernel term; {} when
+        nothing was left to run).
+
+    Raises:
+        ValueError: bad iterations, an unknown recipe or condenser argument, bad data.
+        FileNotFoundError: resume_from holds no checkpoint.
     """
+    from m3d_tf import checkpoints
+    from m3d_tf.data import ClassFiles, initialization_sample, streamed_batches
+
     chosen = get_recipe(recipe)
     iterations = chosen.iterations if iterations is None else iterations
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(
             f"iterations must be a positive integer. Received iterations={iterations!r}."
         )
+    streamed = isinstance(images, ClassFiles)
     if condenser is None:
         with contextlib.nullcontext() if strategy is None else strategy.scope():
             condenser = build_condenser(info, ipc, recipe=recipe, seed=seed, **overrides)
-            condenser.initialize((images, labels))
             rate = chosen.learning_rate_for(ipc) if learning_rate is None else learning_rate
-            condenser.compile(learning_rate=rate)
+            if resume_from is None:
+                condenser.initialize(initialization_sample(
+                    images, init=condenser.init, ipc=condenser.ipc, factor=condenser.factor,
+                    seed=condenser.seed) if streamed else (images, labels))
+            condenser.compile(learning_rate=rate, jit_compile=jit_compile)
+            if resume_from is not None:
+                initial_step = checkpoints.restore_checkpoint(condenser, resume_from)
     remaining = iterations - initial_step
     if remaining < 1:
         return condenser, {}
-    if batches is None:
+    if batches is None and streamed:
+        batches = streamed_batches(images, condenser.real_per_class, seed=seed,
+                                   start=initial_step)
+    elif batches is None:
         batches = balanced_batches(
             (images, labels), condenser.real_per_class, num_classes=info.num_classes,
             seed=seed, start=initial_step,
@@ -160,3 +181,29 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
         verbose=verbose,
     )
     return condenser, history.history
+
+
+# Settings chosen per IPC on a validation split carved from the training split, never on test
+# (bench/search.py; its tables in docs/benchmarks.md "Validation search"). An IPC missing here
+# runs the recipe's defaults.
+TUNED = {}
+
+
+def settings_for(recipe, ipc, **overrides):
+    """The condensation settings a recipe runs at `ipc`: iterations, real_per_class, ipm, lr.
+
+    The values chosen on a validation split for this IPC (TUNED) where there are some, else the
+    recipe's defaults; `overrides` replace either (e.g. DM run at M3D's iterations).
+
+    Returns:
+        dict with keys iterations, real_per_class, ipm, learning_rate.
+    """
+    chosen = get_recipe(recipe)
+    settings = dict(iterations=chosen.iterations, real_per_class=chosen.real_per_class,
+                    ipm=chosen.ipm, learning_rate=chosen.learning_rate_for(ipc))
+    settings.update(TUNED.get(recipe, {}).get(ipc, {}))
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"settings_for: unknown setting(s) {unknown}; known: {sorted(settings)}.")
+    settings.update(overrides)
+    return settings

@@ -47,7 +47,7 @@ def catalog_image_shape(source):
 
 def check_settings(*, source, eval_per_class, train_per_class, test_per_class, recipe, ipc,
                    iterations, learning_rate, factor, kernel, real_per_class, ipm, init, epochs,
-                   protocol, arch, devices=None):
+                   protocol, arch, devices=None, flip=None):
     """Raises SettingsError for a setting that is bound to fail once the pipeline runs.
 
     Checks ranges and names against the library's registries (m3d_tf.recipes.RECIPES,
@@ -77,6 +77,10 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
     _check_int("ipm", ipm, 1, optional=True)
     _check_choice("init", init, condenser.INITS, optional=True)
     _check_devices(devices)
+    if flip is not None and not isinstance(flip, bool):
+        raise SettingsError(
+            f"flip must be True, False or None (the data's own). Received flip={flip!r}."
+        )
     _check_int("epochs", epochs, 1)
     _check_choice("protocol", protocol, evaluate.PROTOCOLS)
     _check_choice("arch", arch, networks.NETWORKS)

@@ -120,8 +120,10 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
         devices: M3DCondense's MirroredStrategy devices, comma-separated ("/gpu:0,/gpu:1");
             None: every GPU visible on its node, or the default strategy on a CPU-only node.
         seed: seed of the hold-out, the condensation and the network.
-        epochs, protocol, arch, flip: the Trainer module's custom_config (flip None: no flips
-            for digit datasets only).
+        flip: whether a horizontal flip keeps an image's class (M3DCondense records it in the
+            set; the Trainer follows the record). None: the data's own: the catalogue's for
+            named datasets, off for own data (announced in M3DCondense's log).
+        epochs, protocol, arch: the Trainer module's custom_config.
         accuracy_threshold: overall test accuracy that blesses the model.
         serving_dir: where the Pusher puts a blessed model (None: {pipeline_root}/serving).
         cpu, memory, node_cpu, node_memory, accelerators: container resources (set_resources);
@@ -146,7 +148,7 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
         test_per_class=test_per_class, recipe=recipe, ipc=ipc, iterations=iterations,
         learning_rate=learning_rate, factor=factor, kernel=kernel,
         real_per_class=real_per_class, ipm=ipm, init=init, epochs=epochs, protocol=protocol,
-        arch=arch, devices=devices,
+        arch=arch, devices=devices, flip=flip,
     )
     evaluation = eval_config(accuracy_threshold)
     if serving_dir is None:
@@ -158,13 +160,13 @@ def create_pipeline(pipeline_name, pipeline_root, *, source="fashion_mnist", eva
     condense = M3DCondense(
         dataset.outputs["examples"], recipe=recipe, ipc=ipc, iterations=iterations, seed=seed,
         learning_rate=learning_rate, factor=factor, kernel=kernel,
-        real_per_class=real_per_class, ipm=ipm, init=init, devices=devices,
+        real_per_class=real_per_class, ipm=ipm, init=init, devices=devices, flip=flip,
     ).with_id("m3d_condense")
     trainer = tfx.components.Trainer(
         examples=condense.outputs["condensed_examples"],
         run_fn=RUN_FN,
-        custom_config={"epochs": epochs, "protocol": protocol, "arch": arch, "seed": seed,
-                       "flip": flip},
+        # No flip here: the Trainer module follows the choice recorded in the set's metadata.
+        custom_config={"epochs": epochs, "protocol": protocol, "arch": arch, "seed": seed},
     ).with_id("trainer")
     evaluator = tfx.components.Evaluator(
         examples=dataset.outputs["examples"],
@@ -258,10 +260,10 @@ def add_arguments(parser):
                           help=", ".join(evaluate.PROTOCOLS))
     training.add_argument("--arch", default=DEFAULTS["arch"],
                           help=", ".join(networks.NETWORKS))
-    training.add_argument("--no-flip", dest="flip", action="store_const", const=False,
+    condense.add_argument("--flip", action=argparse.BooleanOptionalAction,
                           default=DEFAULTS["flip"],
-                          help="no horizontal flips when training (without it: flips, "
-                               "except on digit datasets)")
+                          help="whether a horizontal flip keeps an image's class (condensation "
+                               "and training; default: the catalogue's, off for own data)")
     training.add_argument("--accuracy-threshold", type=float,
                           default=DEFAULTS["accuracy_threshold"],
                           help="overall test accuracy that blesses the model")

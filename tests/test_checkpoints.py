@@ -36,6 +36,14 @@ def test_resume_ends_with_the_same_set_as_an_uninterrupted_run(real, tmp_path):
         "ckpt-2.index", "ckpt-3.index"
     ]
     assert checkpoints.read_run(tmp_path / "ckpt") == {"seed": 7}
+    assert checkpoints.latest_step(tmp_path / "ckpt") == 3
+
+    # recipes.condense resumes by itself (what `m3d condense --resume` calls): built, restored
+    # instead of initialised, compiled, and fitted from iteration 3 on.
+    again, _ = condense(images, labels, info, 2, iterations=5, learning_rate=0.5, seed=7,
+                        resume_from=tmp_path / "ckpt", **SMALL)
+    assert int(again.optimizer.iterations.numpy()) == 5
+    np.testing.assert_array_equal(again.synthetic_images(), whole.synthetic_images())
 
     # ... and continue in a fresh condenser, as a new process would.
     resumed = build_condenser(info, 2, seed=7, **SMALL)
@@ -58,6 +66,8 @@ def test_restore_errors(real, tmp_path):
     condenser.compile()
     with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*run without --resume"):
         checkpoints.restore_checkpoint(condenser, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*run without --resume"):
+        checkpoints.latest_step(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"run.json is missing"):
         checkpoints.read_run(tmp_path)
     (tmp_path / "run.json").write_text("{oops")

@@ -8,6 +8,7 @@ output directories left empty with no property set.
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -37,7 +38,7 @@ PARAMS = {"recipe": "m3d", "ipc": 2, "iterations": 2, "seed": 0, "real_per_class
 def _info(fmnist_small, image_shape=(28, 28, 1)):
     return DatasetInfo(name="fashion_mnist", source="test", num_classes=10,
                        image_shape=image_shape, class_names=tuple(fmnist_small.class_names),
-                       mean=(0.286,), std=(0.353,), split_sizes={})
+                       mean=(0.286,), std=(0.353,), split_sizes={}, flip=True)
 
 
 def _examples(directory, images, labels, info, held_out=None):
@@ -136,6 +137,7 @@ def test_synthetic_set_artifact_metadata_and_properties(good_run, fmnist_small):
         2, 2, "gaussian_mix", 2)
     assert meta["condenser_config"]["real_per_class"] == 8
     assert meta["class_names"] == list(fmnist_small.class_names)
+    assert meta["flip"] is True  # the examples' dataset_info: Fashion-MNIST mirrors
     values = {name: synthetic.get_custom_property(name) for name in PROPERTY_TYPES}
     assert values == {"dataset": "fashion_mnist", "method": "m3d", "num_classes": 10, "ipc": 2,
                       "factor": 2, "kernel": "gaussian_mix", "iterations": 2, "seed": 0,
@@ -439,6 +441,30 @@ def test_streamed_info_of_examples_without_dataset_info(tmp_path):
                                                                       ("0", "1", "2"))
     assert info.mean == (0.5,) and info.std == pytest.approx((0.5**1.5,), rel=1e-12)
     assert info.source == "examples:/data/x"
+
+
+def test_flip_parameter_declares_mirroring_and_undeclared_own_data_is_announced(caplog):
+    own = DatasetInfo(name="mine", source="idx:/data/mine", num_classes=2, image_shape=(4, 4, 1),
+                      class_names=("a", "b"), mean=(0.5,), std=(0.2,), split_sizes={})
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert condense.declare_flip(own, None).flip is None
+    assert caplog.messages == ["M3DCondense: own data idx:/data/mine: horizontal flips off "
+                               "(declare with flip=True if mirroring keeps the class)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert condense.declare_flip(own, 1).flip is True
+        assert condense.declare_flip(dataclasses.replace(own, flip=True), 0).flip is False
+    assert caplog.messages == []
+    with pytest.raises(ValueError, match=r"M3DCondense: flip must be 1 .* Received flip=2\."):
+        condense.declare_flip(own, 2)
+    # Examples written before dataset_info carried flip: what the catalogue knows of the name.
+    for name, flip in (("fashion_mnist", True), ("mnist", False), ("mine", None)):
+        text = json.dumps({**json.loads(dataset_gen.info_to_json(own)), "name": name})
+        legacy = json.loads(text)
+        del legacy["flip"]
+        assert dataset_gen.info_from_json(json.dumps(legacy), {}).flip is flip
+    assert dataset_gen.info_from_json(dataset_gen.info_to_json(
+        dataclasses.replace(own, flip=False)), {}).flip is False
 
 
 def test_synthetic_set_type_name_is_its_import_path_as_the_kfp_entrypoint_resolves_it():

@@ -63,7 +63,7 @@ def test_serving_default_parses_examples_and_normalises_inside(tmp_path, fmnist_
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
     # The same seeded training, rebuilt here: the exported signature is softmax(net((x - m) / s)).
-    trainer, _ = trainer_module.train_network(
+    trainer, _, _ = trainer_module.train_network(
         images, labels, {"num_classes": 10, "mean": MEAN, "std": STD}, epochs=2, protocol="dm",
         arch="convnet", seed=3, flip=True,
     )

@@ -247,11 +247,11 @@ def test_constructor_errors():
         _condenser(ipc=0)
     with pytest.raises(ValueError, match=r"factor=3 does not divide"):
         _condenser(factor=3)
-    with pytest.raises(ValueError, match=r"Unknown kernel='gauss'. Valid choices"):
+    with pytest.raises(ValueError, match=r"Unknown kernel='gauss'; valid choices"):
         _condenser(kernel="gauss")
     with pytest.raises(ValueError, match=r"image_shape must be \(height, width, channels\)"):
         M3DCondenser(3, (28, 28))
-    with pytest.raises(ValueError, match=r"std needs one value per channel \(1\)"):
+    with pytest.raises(ValueError, match=r"std needs one value per channel \(1\), or one for all"):
         _condenser(std=(0.2, 0.3))
 
 

@@ -247,7 +247,9 @@ def tiny():
         ({"seed": -1}, "seed must be a non-negative integer. Received seed=-1."),
         ({"compute_dtype": "float16"},
          "Unknown compute_dtype='float16'; valid choices: float32, bfloat16."),
-        ({"mean": (0.5, 0.5)}, r"mean must hold one finite number per channel \(1\)"),
+        ({"mean": (0.5, 0.5)}, r"mean needs one value per channel \(1\), or one for all"),
+        ({"mean": (float("nan"),)}, r"mean must be finite per channel"),
+        ({"std": (float("nan"),)}, r"std must be finite per channel"),
         ({"std": (0.0,)}, r"std must be positive per channel"),
         ({"num_classes": 3}, r"the training set has no image of class\(es\) \[2\] of 3"),
     ],
@@ -288,6 +290,9 @@ def test_real_fashion_mnist_idc_accurate_and_deterministic(fmnist_small):
     assert two.accuracies[0] != two.accuracies[1]  # runs differ
     one = ev.evaluate(x, y, fmnist_small.x_test, fmnist_small.y_test, runs=1, **kwargs)
     assert one.accuracies == two.accuracies[:1]  # same seed, same run: identical
+    second = ev.evaluate(x, y, fmnist_small.x_test, fmnist_small.y_test, runs=1, first_run=1,
+                         **kwargs)
+    assert second.accuracies == two.accuracies[1:]  # a run alone equals that run in a batch
     assert (two.mean, two.std) == (np.mean(two.accuracies), np.std(two.accuracies))
     assert two.final_accuracies == two.accuracies and two.selected_epochs is None
     assert (two.arch, two.protocol, two.epochs, two.seed) == ("convnet", "idc", 10, 7)
@@ -325,7 +330,7 @@ def test_mlp_progress_and_validation_selection(fmnist_small):
 def test_evaluate_set_decodes_and_normalises_like_evaluate(fmnist_small):
     x, y = _first(fmnist_small.x_train, fmnist_small.y_train, 4)
     info = DatasetInfo("fashion_mnist", "test", 10, (28, 28, 1), tuple(map(str, range(10))),
-                       FMNIST_MEAN, FMNIST_STD, {"train": 1000})
+                       FMNIST_MEAN, FMNIST_STD, {"train": 1000}, flip=True)  # the catalogue's
     stored = parameterization.initial_images(
         [x[y == c].astype(np.float32) / 255 for c in range(10)], 1, 2, init="mix", seed=0)
     labels = np.repeat(np.arange(10), 1)

@@ -23,6 +23,7 @@ def _info(image_shape=(16, 16, 1), names=NAMES, mean=None, std=None):
         name="toy", source="npz:/data/toy.npz", num_classes=len(names), image_shape=image_shape,
         class_names=list(names),
         mean=list(mean or [0.25] * channels), std=list(std or [0.5] * channels),
+        flip=False, flips=False,
     )
 
 
@@ -137,7 +138,7 @@ def test_both_formats_hold_the_same_pixels(tmp_path):
 def test_metadata_is_complete(tmp_path):
     path = io.save_set(tmp_path / "set", _set())
     metadata = json.loads((path / "metadata.json").read_text())
-    assert sorted(metadata) == sorted(io.METADATA_KEYS)
+    assert sorted(metadata) == sorted(io.METADATA_KEYS + io.LATER_METADATA_KEYS)
     created = datetime.datetime.fromisoformat(metadata.pop("created"))
     assert abs(datetime.datetime.now(datetime.timezone.utc) - created).total_seconds() < 60
     assert metadata == {
@@ -146,7 +147,7 @@ def test_metadata_is_complete(tmp_path):
         "class_names": NAMES, "image_shape": [16, 16, 1], "mean": [0.25], "std": [0.5],
         "ipc": 2, "factor": 2, "decode": "multi_formation_bilinear", "kernel": "gaussian_mix",
         "kernel_options": {"multipliers": [0.25, 4.0]}, "iterations": 7, "seed": 0,
-        "final_mmd": 0.125, "library_version": m3d_tf.__version__,
+        "final_mmd": 0.125, "library_version": m3d_tf.__version__, "flip": False,
     }
 
 

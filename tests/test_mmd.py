@@ -354,9 +354,9 @@ def test_validate_kernel_options_accepts_defaults():
         (
             ("gauss",),
             {},
-            "Unknown kernel='gauss'. Valid kernels: gaussian_mix, linear, polynomial, rbf_fixed.",
+            "Unknown kernel='gauss'; valid choices: gaussian_mix, linear, polynomial, rbf_fixed.",
         ),
-        (("linear", "v"), {}, "Unknown estimator='v'. Valid estimators: biased, unbiased."),
+        (("linear", "v"), {}, "Unknown estimator='v'; valid choices: biased, unbiased."),
         (
             ("gaussian_mix",),
             {"multipliers": (1.0, -2.0)},

@@ -224,7 +224,7 @@ def test_init_errors():
         ),
         (
             dict(ipc=1, factor=2, init="kmeans"),
-            "Unknown init='kmeans'. Valid inits: mix, real, noise.",
+            "Unknown init='kmeans'; valid choices: mix, real, noise.",
         ),
         (dict(ipc=0, factor=2, init="noise"), "ipc must be a positive integer. Received ipc=0."),
         (

@@ -68,6 +68,8 @@ BAD_SETTINGS = [
     ({"devices": "/gpu:0,GPU:0"},
      "devices='/gpu:0,GPU:0' names a device twice; name each device once."),
     ({"epochs": 0}, "epochs must be an integer >= 1. Received epochs=0."),
+    ({"flip": "yes"},
+     "flip must be True, False or None (the data's own). Received flip='yes'."),
     ({"learning_rate": 0.0}, "learning_rate must be a number > 0. Received learning_rate=0.0."),
     ({"accuracy_threshold": 1.5},
      "accuracy_threshold is a fraction in [0, 1]. Received accuracy_threshold=1.5."),
@@ -176,6 +178,19 @@ def test_in_process_runners_reject_container_resources(tmp_path, build, runner):
         f"cpu, accelerators size Kubeflow containers; {runner} runs every component in this "
         "process and cannot apply them. Drop them, or compile with pipelines.kubeflow."
     )
+
+
+@pytest.mark.parametrize("argv, flip, condense_flip", [
+    ([], None, None), (["--flip"], True, 1), (["--no-flip"], False, 0)])
+def test_flip_reaches_m3d_condense_and_not_the_trainer(tmp_path, argv, flip, condense_flip):
+    """The runners' --flip/--no-flip (default None: the data's own) is an M3DCondense parameter,
+    recorded in the set; the Trainer follows that record, so its custom_config carries none."""
+    args = pipeline.argument_parser("test", "test").parse_args(argv)
+    assert pipeline.settings(args)["flip"] is flip
+    built = pipeline.create_pipeline("m3d", tmp_path, flip=flip)
+    nodes = {c.id: c for c in built.components}
+    assert nodes["m3d_condense"].exec_properties["flip"] == condense_flip
+    assert "flip" not in nodes["trainer"].exec_properties["custom_config"]
 
 
 def test_resource_options_become_create_pipeline_keywords():

@@ -16,12 +16,26 @@ Modules: arrays (DatasetInfo, checks), idx (IDX parser and folders), files (npz,
 TFRecord), catalog (TFDS and the offline Fashion-MNIST), sources (source strings, loaders),
 balanced (class-balanced batches), records (TFRecord files chunk by chunk), class_files
 (per-class files on disk written in one streaming pass, with counts, mean and std), stream
-(class-balanced batches read from them: data larger than memory), __main__ (the summary).
+(class-balanced batches read from them: data larger than memory), holdout (a validation split
+carved from train), __main__ (the summary).
 """
 
-from m3d_tf.data.arrays import DatasetInfo, channel_stats, check_channel_stats
+from m3d_tf.data.arrays import (
+    UNDECLARED_FLIP,
+    DatasetInfo,
+    channel_stats,
+    check_channel_stats,
+    undeclared_flip_note,
+)
 from m3d_tf.data.balanced import balanced_batches, images_by_class
-from m3d_tf.data.catalog import KNOWN_DATASETS, default_cache_dir, restore_gzip_header
+from m3d_tf.data.catalog import (
+    KNOWN_DATASETS,
+    default_cache_dir,
+    mirroring,
+    mirroring_by_name,
+    restore_gzip_header,
+)
+from m3d_tf.data.holdout import holdout_split
 from m3d_tf.data.idx import parse_idx, read_idx
 from m3d_tf.data.records import example_chunks
 from m3d_tf.data.sources import load_arrays, load_dataset, open_source
@@ -35,6 +49,7 @@ from m3d_tf.data.stream import initialization_sample, streamed_batches
 
 __all__ = [
     "KNOWN_DATASETS",
+    "UNDECLARED_FLIP",
     "ClassFiles",
     "DatasetInfo",
     "balanced_batches",
@@ -42,10 +57,13 @@ __all__ = [
     "check_channel_stats",
     "default_cache_dir",
     "example_chunks",
+    "holdout_split",
     "images_by_class",
     "initialization_sample",
     "load_arrays",
     "load_dataset",
+    "mirroring",
+    "mirroring_by_name",
     "open_class_files",
     "open_source",
     "parse_idx",
@@ -53,5 +71,6 @@ __all__ = [
     "restore_gzip_header",
     "stream_source",
     "streamed_batches",
+    "undeclared_flip_note",
     "write_class_files",
 ]

@@ -6,6 +6,7 @@ float32 in [0, 1] happens in the tf.data pipelines.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -25,6 +26,12 @@ class DatasetInfo:
         mean: per-channel mean of the training split, pixels scaled to [0, 1] (C floats).
         std: per-channel population standard deviation (ddof=0), same scale (C floats).
         split_sizes: number of examples of every split, e.g. {"train": 60000, "test": 10000}.
+        flip: whether a horizontal flip keeps an image's class, so augmentation may mirror:
+            True (a mirrored coat is a coat), False (a mirrored 2 is no digit), or None when
+            nobody said (own data read without a declaration), which `flips` treats as
+            UNDECLARED_FLIP. The catalogue knows it for named datasets (catalog.MIRRORING);
+            for own data the user declares it (`m3d condense --flip/--no-flip`, flip= of the
+            loaders, of M3DCondense and of the pipeline).
     """
 
     name: str
@@ -35,6 +42,59 @@ class DatasetInfo:
     mean: tuple
     std: tuple
     split_sizes: dict
+    flip: bool | None = None
+
+    def __post_init__(self):
+        if self.flip is not None and not isinstance(self.flip, bool):
+            raise ValueError(
+                f"flip must be True, False or None (undeclared). Received flip={self.flip!r}."
+            )
+
+    @property
+    def flips(self):
+        """Whether augmentation mirrors this data: `flip`, or UNDECLARED_FLIP when undeclared."""
+        return UNDECLARED_FLIP if self.flip is None else self.flip
+
+
+# Own data whose mirroring nobody declared is not flipped. A flip that turns a digit or a letter
+# into a shape of no class teaches the condensation and the evaluation networks wrong images;
+# a missing flip on natural images only forgoes an augmentation (IDC measures ~1 point on
+# CIFAR-10 for its whole augmentation, of which the flip is one part). Said once, in one line,
+# with how to change it (undeclared_flip_note).
+UNDECLARED_FLIP = False
+
+
+def undeclared_flip_note(info, how="--flip"):
+    """The one line announcing the default for data whose mirroring nobody declared, or None.
+
+    Args:
+        info: DatasetInfo.
+        how: how the user declares it where the note is shown ("--flip", "flip=True").
+    """
+    if info.flip is not None:
+        return None
+    state = "on" if UNDECLARED_FLIP else "off"
+    return (f"own data {info.source}: horizontal flips {state} (declare with {how} if mirroring "
+            "keeps the class)")
+
+
+def with_flip(reader_flip, declared):
+    """A declared flip (True/False) wins over what the source knows; None keeps the source's."""
+    if declared is not None and not isinstance(declared, bool):
+        raise ValueError(
+            f"flip must be True, False or None (the data's own). Received flip={declared!r}."
+        )
+    return reader_flip if declared is None else declared
+
+
+def located(kind, where):
+    """The source string "<kind>:<where>" of own data, with a local path made absolute.
+
+    A saved set records it (metadata "dataset_source"), so `m3d evaluate SET` reads the same data
+    again from any working directory; URLs (gs://...) are kept as given.
+    """
+    where = os.fspath(where)
+    return f"{kind}:{where if '://' in where else os.path.abspath(where)}"
 
 
 def channel_stats(images):
@@ -222,6 +282,7 @@ class Reader:
         chunks: None, or split name -> an iterator of (images, labels) chunks of the split in
             order (m3d_tf.data.stream builds its per-class files from them without holding the
             split); sources without it are read whole once instead.
+        flip: see DatasetInfo.flip; None when the source cannot know (own data).
     """
 
     name: str
@@ -230,3 +291,4 @@ class Reader:
     class_names: tuple | None
     read: object
     chunks: object = None
+    flip: bool | None = None

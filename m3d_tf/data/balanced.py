@@ -16,6 +16,7 @@ in the step; a transformed stream (.take, .map, ...) is a new object without the
 import numpy as np
 import tensorflow as tf
 
+from m3d_tf.checks import nonnegative_int, positive_int
 from m3d_tf.data.arrays import as_labels, as_uint8_images, check_label_range
 
 
@@ -112,17 +113,9 @@ def balanced_batches(data, n_per_class, *, num_classes=None, classes=None, seed=
         >>> batches = balanced_batches((x_train, y_train), 128, seed=0)
         >>> images, labels = next(iter(batches))  # (1280, 28, 28, 1), labels 0 x128, 1 x128, ...
     """
-    if (
-        isinstance(n_per_class, bool)
-        or not isinstance(n_per_class, (int, np.integer))
-        or n_per_class < 1
-    ):
-        raise ValueError(
-            f"n_per_class must be a positive integer. Received n_per_class={n_per_class!r}."
-        )
+    positive_int("n_per_class", n_per_class)
     for name, value in (("seed", seed), ("start", start)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer. Received {name}={value!r}.")
+        nonnegative_int(name, value)
     images, labels = _materialise(data)
     images = _checked_images(images, "balanced_batches")
     labels = as_labels(labels, images.shape[0], "balanced_batches")

@@ -16,6 +16,7 @@ If any step of the TFDS route fails, the same IDX files are read directly and a 
 DatasetInfo.source then starts with "idx:" instead of "tfds:".
 """
 
+import dataclasses
 import hashlib
 import os
 import pathlib
@@ -35,6 +36,15 @@ KNOWN_DATASETS = {
     "fashion_mnist": "fashion_mnist",
     "mnist": "mnist",
     "svhn": "svhn_cropped",
+}
+# Whether a horizontal flip keeps an image's class, by TFDS builder name (DatasetInfo.flip): a
+# mirrored coat, cat or truck is one still; a mirrored digit is no digit.
+MIRRORING = {
+    "cifar10": True,
+    "cifar100": True,
+    "fashion_mnist": True,
+    "mnist": False,
+    "svhn_cropped": False,
 }
 DEBIAN_FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -99,6 +109,18 @@ def restore_gzip_header(data, *, filename, mtime):
         + b"\0"
         + data[10:]
     )
+
+
+def mirroring(name):
+    """DatasetInfo.flip of a catalogued dataset (our name or its TFDS name); None if unknown."""
+    return MIRRORING.get(KNOWN_DATASETS.get(name, name))
+
+
+def mirroring_by_name(name):
+    """How sets saved before DatasetInfo.flip existed were mirrored: by the dataset's name alone
+    (flips unless it names digits). Only for reading such old sets; new sets record the choice."""
+    known = mirroring(name)
+    return True if known is None else known
 
 
 def default_cache_dir():
@@ -198,6 +220,7 @@ def _tfds_reader(name, builder):
         class_names=tuple(features["label"].names),
         read=read,
         chunks=chunks,
+        flip=mirroring(builder.name),
     )
 
 
@@ -276,7 +299,10 @@ def open_tfds(name, *, data_dir=None, cache_dir=None, download=True):
                 f"TFDS could not prepare fashion_mnist ({reason}); reading the IDX files in "
                 f"{packaged} directly."
             )
-            return open_idx_dir(packaged, name=name, class_names=FASHION_MNIST_CLASSES)
+            return dataclasses.replace(
+                open_idx_dir(packaged, name=name, class_names=FASHION_MNIST_CLASSES),
+                flip=mirroring(name),
+            )
         if tfds_name == "fashion_mnist":
             how = (
                 f"install the offline copy with `apt-get install dataset-fashion-mnist` (files in "

@@ -25,7 +25,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from m3d_tf.data.arrays import DatasetInfo, check_channel_stats
+from m3d_tf.data.arrays import DatasetInfo, check_channel_stats, with_flip
 
 CACHE_FORMAT = 1
 _INDEX = "index.json"
@@ -294,7 +294,8 @@ def class_files_for(reader, split, cache_root, *, num_classes=None):
         return open_class_files(directory)
 
 
-def stream_source(source, split="train", *, num_classes=None, cache_dir=None, **options):
+def stream_source(source, split="train", *, num_classes=None, cache_dir=None, flip=None,
+                  **options):
     """A source's split as per-class files on disk, and its DatasetInfo, by streaming passes.
 
     Args:
@@ -304,6 +305,7 @@ def stream_source(source, split="train", *, num_classes=None, cache_dir=None, **
         cache_dir: the m3d_tf cache (default: `default_cache_dir()`); the files go to
             cache_dir/streams/<name>-<split>-<fingerprint>, reused while the source's files
             are unchanged.
+        flip: DatasetInfo.flip as declared by the user; None: the source's (see load_arrays).
         **options: data_dir, download (TFDS), image_key, label_key, image_shape (TFRecord).
 
     Returns:
@@ -318,6 +320,7 @@ def stream_source(source, split="train", *, num_classes=None, cache_dir=None, **
 
     cache_root = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
     reader = open_source(source, cache_dir=cache_dir, **options)
+    flip = with_flip(reader.flip, flip)
     if split not in reader.split_sizes:
         raise ValueError(
             f"{reader.name} has no split {split!r}; its splits are {', '.join(reader.split_sizes)}."
@@ -341,6 +344,6 @@ def stream_source(source, split="train", *, num_classes=None, cache_dir=None, **
         name=reader.name, source=reader.source, num_classes=num_classes,
         image_shape=class_files.image_shape,
         class_names=reader.class_names or tuple(str(c) for c in range(num_classes)),
-        mean=stats.mean, std=stats.std, split_sizes=dict(reader.split_sizes),
+        mean=stats.mean, std=stats.std, split_sizes=dict(reader.split_sizes), flip=flip,
     )
     return class_files, info

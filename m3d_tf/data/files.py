@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, ordered_splits
+from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, located, ordered_splits
 from m3d_tf.data.records import count_records, example_chunks, parse_example, record_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -125,7 +125,7 @@ def open_npz(path):
             images = as_uint8_images(_npz_array(npz, images_key, path), where)
             return images, as_labels(_npz_array(npz, labels_key, path), images.shape[0], where)
 
-    return Reader(path.stem, f"npz:{path}", sizes, class_names, read)
+    return Reader(path.stem, located("npz", path), sizes, class_names, read)
 
 
 # === Image folder ===
@@ -216,7 +216,7 @@ def open_image_folder(path):
         )
 
     sizes = {split: sum(len(f) for f in per_class.values()) for split, per_class in files.items()}
-    return Reader(path.name, f"folder:{path}", sizes, class_names, read)
+    return Reader(path.name, located("folder", path), sizes, class_names, read)
 
 
 # === TFRecord of tf.Example ===
@@ -320,4 +320,4 @@ def open_tfrecord(pattern, *, image_key="image", label_key="label", image_shape=
                               image_shape=image_shape)
 
     name = pathlib.Path(next(iter(files.values()))[0]).parent.name
-    return Reader(name, f"tfrecord:{pattern}", sizes, None, read, chunks)
+    return Reader(name, located("tfrecord", pattern), sizes, None, read, chunks)

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, ordered_splits
+from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, located, ordered_splits
 
 IDX_DTYPES = {
     0x08: np.dtype("u1"),
@@ -231,7 +231,7 @@ def open_idx_dir(directory, *, name=None, class_names=None):
     files = find_idx_files(directory)
     return Reader(
         name=name or directory.name,
-        source=f"idx:{directory}",
+        source=located("idx", directory),
         split_sizes={split: _idx_length(labels) for split, (_, labels) in files.items()},
         class_names=class_names,
         read=lambda split: read_idx_split(*files[split]),

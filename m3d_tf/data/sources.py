@@ -17,7 +17,13 @@ import pathlib
 
 import tensorflow as tf
 
-from m3d_tf.data.arrays import DatasetInfo, channel_stats, check_channel_stats, check_label_range
+from m3d_tf.data.arrays import (
+    DatasetInfo,
+    channel_stats,
+    check_channel_stats,
+    check_label_range,
+    with_flip,
+)
 from m3d_tf.data.catalog import KNOWN_DATASETS, open_tfds
 from m3d_tf.data.files import open_image_folder, open_npz, open_tfrecord
 from m3d_tf.data.idx import has_idx_files, open_idx_dir
@@ -105,7 +111,7 @@ def open_source(
     )
 
 
-def load_arrays(source, split="train", *, num_classes=None, **options):
+def load_arrays(source, split="train", *, num_classes=None, flip=None, **options):
     """Loads one split of a source into memory.
 
     Args:
@@ -113,6 +119,8 @@ def load_arrays(source, split="train", *, num_classes=None, **options):
         split: a split name of the source (DatasetInfo.split_sizes lists them).
         num_classes: for sources without class names: the number of classes (default: the
             largest training label + 1).
+        flip: whether a horizontal flip keeps an image's class (DatasetInfo.flip); None: what
+            the catalogue knows for a named dataset, undeclared (None) for own data.
         **options: data_dir, cache_dir, download (TFDS), image_key, label_key, image_shape
             (TFRecord); see `open_source`.
 
@@ -129,6 +137,7 @@ def load_arrays(source, split="train", *, num_classes=None, **options):
         ((10000, 28, 28, 1), {'train': 60000, 'test': 10000})
     """
     reader = open_source(source, **options)
+    flip = with_flip(reader.flip, flip)
     if split not in reader.split_sizes:
         raise ValueError(
             f"{reader.name} has no split {split!r}; its splits are {', '.join(reader.split_sizes)}."
@@ -169,6 +178,7 @@ def load_arrays(source, split="train", *, num_classes=None, **options):
         mean=mean,
         std=std,
         split_sizes=dict(reader.split_sizes),
+        flip=flip,
     )
     return images, labels, info
 

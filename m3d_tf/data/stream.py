@@ -23,6 +23,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from m3d_tf.checks import nonnegative_int, positive_int
 from m3d_tf.data.balanced import mark_balanced
 from m3d_tf.data.class_files import DTYPES
 
@@ -41,10 +42,6 @@ def _pread(class_files, c, rows):
         raw = b"".join(os.pread(f.fileno(), size, int(i) * size) for i in rows)
     images = np.frombuffer(raw, dtype).reshape((-1, *class_files.image_shape))
     return images.astype(class_files.dtype)
-
-
-def _is_count(value, low):
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
 
 
 def streamed_batches(class_files, n_per_class, *, classes=None, seed=0, start=0):
@@ -68,13 +65,9 @@ def streamed_batches(class_files, n_per_class, *, classes=None, seed=0, start=0)
     Example:
         >>> batches = streamed_batches(open_class_files("cache/fm-train"), 128, start=500)
     """
-    if not _is_count(n_per_class, 1):
-        raise ValueError(
-            f"n_per_class must be a positive integer. Received n_per_class={n_per_class!r}."
-        )
+    positive_int("n_per_class", n_per_class)
     for name, value in (("seed", seed), ("start", start)):
-        if not _is_count(value, 0):
-            raise ValueError(f"{name} must be a non-negative integer. Received {name}={value!r}.")
+        nonnegative_int(name, value)
     num_classes = class_files.num_classes
     chosen = sorted(int(c) for c in (range(num_classes) if classes is None else classes))
     if not chosen or len(set(chosen)) != len(chosen) or not 0 <= chosen[0] <= chosen[-1] < num_classes:

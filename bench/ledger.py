@@ -1,0 +1,156 @@
+"""What the long benchmarks have finished, kept so that a stopped run loses nothing.
+
+A Ledger is an append-only JSON-lines file: one line per finished measurement (a set built, one
+network trained and tested, one search trial), written and fsynced the moment it finishes. A
+later run of the same command reads the file and does only what has no line yet, so a table of
+many hours fills piece by piece across sessions. A line cut short by a kill is ignored (and
+counted), never fatal.
+
+Each line is {"key": {...}, "value": {...}, "when": ISO time, "commit": ..., "machine": ...}:
+`key` names the measurement (what was run, with every setting that changes its result), `value`
+holds what it produced.
+
+`write_section` puts a generated table into docs/benchmarks.md between two marker comments,
+replacing the previous version of the same table and leaving the rest of the file alone.
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _canonical(key):
+    return json.dumps(key, sort_keys=True)
+
+
+def commit():
+    """The repository's HEAD commit (short), "+dirty" when tracked files differ from it.
+
+    Falls back to reading .git directly where git is not installed (the project environment's
+    root has none); the dirty mark is then unknown and left out.
+    """
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--"],
+                               capture_output=True).returncode != 0
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return _read_head(ROOT / ".git")
+
+
+def _read_head(git):
+    """HEAD's commit (short) read from a .git directory (or a clone's .git file), else "unknown"."""
+    try:
+        if git.is_file():  # a worktree: "gitdir: PATH"
+            git = pathlib.Path(git.read_text().split(":", 1)[1].strip())
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:7]
+        ref = head[5:]
+        common = git / "commondir"
+        roots = [git] + ([git / common.read_text().strip()] if common.exists() else [])
+        for root in roots:
+            if (root / ref).exists():
+                return (root / ref).read_text().strip()[:7]
+            packed = root / "packed-refs"
+            if packed.exists():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line[:7]
+    except (OSError, IndexError):
+        pass
+    return "unknown"
+
+
+def machine():
+    """CPU model and core count, e.g. "AMD EPYC 9B14, 2 cores"."""
+    model = "unknown CPU"
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+class Ledger:
+    """Finished measurements in a JSON-lines file (created on first add).
+
+    Args:
+        path: the file; its directory is created when needed.
+    """
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.torn = 0
+        self._entries = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    self._entries[_canonical(entry["key"])] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.torn += 1  # a line cut short when a run was killed mid-write
+
+    def get(self, key):
+        """The value recorded for `key` (a JSON-able dict), or None."""
+        entry = self._entries.get(_canonical(key))
+        return None if entry is None else entry["value"]
+
+    def entries(self, **match):
+        """Every entry whose key has all the items of `match` (latest line wins per key)."""
+        return [e for e in self._entries.values()
+                if all(e["key"].get(k) == v for k, v in match.items())]
+
+    def add(self, key, value, **extra):
+        """Records `value` for `key` now: appended, flushed and fsynced before returning."""
+        entry = {"key": key, "value": value,
+                 "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "commit": commit(), "machine": machine(),
+                 "load": round(os.getloadavg()[0], 1), **extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(entry, sort_keys=True)
+        with open(self.path, "ab+") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line  # a torn last line must not swallow this one
+            handle.write((line + "\n").encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._entries[_canonical(key)] = entry
+        return entry
+
+
+def write_section(path, name, text):
+    """Puts `text` between `<!-- name:begin -->` and `<!-- name:end -->` in the file at `path`.
+
+    The markers and what lies between them are replaced when present; otherwise the section is
+    appended at the end. The file is replaced atomically (written aside, then renamed).
+    """
+    path = pathlib.Path(path)
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old and old.index(begin) < old.index(end):
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    aside = path.with_name(f".{path.name}.writing")
+    aside.write_text(new)
+    os.replace(aside, path)
+
+
+def mean_std(values):
+    """(mean, population std) of a non-empty list of numbers."""
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5

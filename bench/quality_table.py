@@ -1,0 +1,272 @@
+"""Quality table: M3D vs DM vs random vs herding on Fashion-MNIST, equal budget, filled piece by piece.
+
+The plan (PLAN below, narrowed by the flags) is the issue's table: at IPC 1, 10 and 50 each
+method's sets (one per seed: condensed, or a random / herding subset at the same storage budget)
+are trained on by fresh networks (ConvNet-3, IDC protocol, 1,000 epochs by default) and tested on
+the real 10,000-image test split; at IPC 10 also the DM protocol and two other architectures.
+Final-epoch accuracy, never the best epoch; mean ± std over every network of every set.
+
+Nothing is lost when a run stops: each set is saved under --sets as it is built, and each
+network's accuracy is a line of the ledger (bench/results/quality.jsonl) as soon as it is tested.
+The same command run again builds and trains only what is missing, then rewrites the table in
+docs/benchmarks.md from every line of the ledger. Work is done cheapest first, so an interrupted
+run leaves whole rows rather than a scattering.
+
+The condensation budget of m3d at each IPC is its recipe's, chosen on a validation split by
+bench/search.py (m3d_tf/recipes.py TUNED); dm runs the same iterations with the same real images
+per class (its own kernel, schedule and learning rate).
+
+    scripts/m3d-env run python bench/quality_table.py                      # the whole plan
+    scripts/m3d-env run python bench/quality_table.py --ipc 1 --methods random herding
+    scripts/m3d-env run python bench/quality_table.py --table-only         # rewrite the table
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench import ledger as ledgers  # noqa: E402
+
+PUBLISHED = {  # ConvNet-3, Fashion-MNIST, m3d_reference.md section 7 (IPC 1 / 10 / 50)
+    "random": {1: 51.4, 10: 73.8, 50: 82.5},
+    "dm": {1: 70.7, 10: 83.5, 50: 88.1},
+    "idc": {1: 81.0, 10: 86.0, 50: 86.2},
+}
+METHODS = ("m3d", "dm", "random", "herding")
+CONDENSED = ("m3d", "dm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the plan: these sets, each trained `nets` times this way."""
+
+    ipc: int
+    arch: str
+    protocol: str
+    seeds: tuple
+    nets: int
+
+
+# Cheapest first. At IPC 50 one 1,000-epoch network on M3D's 2,000 decoded images is over an hour
+# on 2 cores: one set, two networks.
+PLAN = (
+    Row(1, "convnet", "idc", (0, 1), 3),
+    Row(10, "convnet", "idc", (0, 1), 3),
+    Row(10, "convnet", "dm", (0,), 3),
+    Row(10, "alexnet", "idc", (0,), 3),
+    Row(10, "vgg11", "idc", (0,), 3),
+    Row(50, "convnet", "idc", (0,), 2),
+)
+
+
+def budget(method, ipc, dtype):
+    """What a set's content depends on besides (method, ipc, seed), as a JSON-able dict."""
+    from m3d_tf import recipes
+
+    if method not in CONDENSED:
+        return {}
+    m3d = recipes.settings_for("m3d", ipc)
+    chosen = m3d if method == "m3d" else recipes.settings_for(
+        method, ipc, iterations=m3d["iterations"], real_per_class=m3d["real_per_class"])
+    return {**chosen, "compute_dtype": dtype}
+
+
+def set_key(method, ipc, seed, dtype):
+    return {"table": "quality", "dataset": "fashion_mnist", "method": method, "ipc": ipc,
+            "seed": seed, **budget(method, ipc, dtype)}
+
+
+def net_key(skey, arch, protocol, epochs, net):
+    return {**skey, "arch": arch, "protocol": protocol, "epochs": epochs, "net": net}
+
+
+def set_dir(sets, skey):
+    """A directory name that changes with anything the set depends on."""
+    digest = hashlib.sha1(json.dumps(skey, sort_keys=True).encode()).hexdigest()[:8]
+    return pathlib.Path(sets) / f"ipc{skey['ipc']}-{skey['method']}-seed{skey['seed']}-{digest}"
+
+
+class Filler:
+    """Builds the missing sets and trains the missing networks of the plan, recording each."""
+
+    def __init__(self, args, ledger):
+        self.args, self.ledger = args, ledger
+        self._data = None
+
+    def data(self):
+        if self._data is None:
+            from m3d_tf import load_arrays
+
+            images, labels, info = load_arrays("fashion_mnist")
+            test_images, test_labels, _ = load_arrays("fashion_mnist", "test")
+            self._data = (images, labels, info, test_images, test_labels)
+        return self._data
+
+    def synthetic(self, skey):
+        """The set of `skey`: loaded when saved, else built, saved and recorded."""
+        from m3d_tf import baselines, io, recipes
+
+        directory = set_dir(self.args.sets, skey)
+        if (directory / "metadata.json").exists():
+            return io.load_set(directory)
+        images, labels, info = self.data()[:3]
+        method, ipc, seed = skey["method"], skey["ipc"], skey["seed"]
+        started = time.time()
+        if method in CONDENSED:
+            settings = {k: skey[k] for k in ("iterations", "real_per_class", "ipm")}
+            condenser, history = recipes.condense(
+                images, labels, info, ipc, recipe=method, iterations=settings["iterations"],
+                learning_rate=skey["learning_rate"], seed=seed,
+                real_per_class=settings["real_per_class"], ipm=settings["ipm"],
+                compute_dtype=skey["compute_dtype"],
+            )
+            synthetic = io.SyntheticSet.from_condenser(
+                condenser, info, iterations=settings["iterations"],
+                final_mmd=history["mmd"][-1], method=method)
+        else:
+            synthetic = baselines.baseline_set(method, images, labels, ipc, info, seed=seed)
+        seconds = time.time() - started
+        io.save_set(directory, synthetic)
+        self.ledger.add(skey, {"seconds": round(seconds, 1), "path": str(directory)})
+        print(f"built {directory.name} in {seconds:.0f} s", flush=True)
+        return synthetic
+
+    def fill(self, row, method):
+        """Trains every missing network of one method in one row."""
+        from m3d_tf import evaluate
+
+        for seed in row.seeds:
+            skey = set_key(method, row.ipc, seed, self.args.dtype)
+            missing = [n for n in range(row.nets) if self.ledger.get(
+                net_key(skey, row.arch, row.protocol, self.args.epochs, n)) is None]
+            if not missing:
+                continue
+            synthetic = self.synthetic(skey)
+            test_images, test_labels = self.data()[3:]
+            for net in missing:
+                started = time.time()
+                result = evaluate.evaluate_set(
+                    synthetic, test_images, test_labels, protocol=row.protocol, arch=row.arch,
+                    runs=1, first_run=net, epochs=self.args.epochs, seed=0,
+                )
+                seconds = time.time() - started
+                self.ledger.add(net_key(skey, row.arch, row.protocol, self.args.epochs, net),
+                                {"accuracy": result.accuracies[0], "seconds": round(seconds, 1)})
+                print(f"IPC {row.ipc} {method} seed {seed} {row.arch}/{row.protocol} net {net}: "
+                      f"{100 * result.accuracies[0]:.2f} % ({seconds:.0f} s)", flush=True)
+
+
+def _fmt_seconds(seconds):
+    if seconds is None:
+        return "-"
+    return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds:.0f} s"
+
+
+def table(ledger, plan, methods, epochs, dtype):
+    """The markdown table of the plan from the ledger: what is there, and what is missing."""
+    lines = [
+        "| IPC | arch / protocol | method | budget | sets x nets | test accuracy (%) | "
+        "build per set | per network | published |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in plan:
+        for method in methods:
+            accuracies, builds, costs, sets = [], [], [], 0
+            for seed in row.seeds:
+                skey = set_key(method, row.ipc, seed, dtype)
+                found = [ledger.get(net_key(skey, row.arch, row.protocol, epochs, n))
+                         for n in range(row.nets)]
+                found = [f for f in found if f is not None]
+                if found:
+                    sets += 1
+                    built = ledger.get(skey)
+                    if built is not None:
+                        builds.append(built["seconds"])
+                accuracies += [f["accuracy"] for f in found]
+                costs += [f["seconds"] for f in found]
+            b = budget(method, row.ipc, dtype)
+            spent = (f"{b['iterations']} it, {b['real_per_class']} real/class, lr "
+                     f"{b['learning_rate']:g}, ipm {b['ipm']}" if b else "-")
+            if accuracies:
+                mean, std = ledgers.mean_std(accuracies)
+                score = f"{100 * mean:.2f} ± {100 * std:.2f}"
+            else:
+                score = "(not yet run)"
+            published = PUBLISHED.get(method, {}).get(row.ipc) if (
+                row.arch, row.protocol) == ("convnet", "idc") else None
+            lines.append(
+                f"| {row.ipc} | {row.arch} / {row.protocol} | {method} | {spent} | "
+                f"{sets} x {len(accuracies) // max(sets, 1)} of {len(row.seeds)} x {row.nets} | "
+                f"{score} | {_fmt_seconds(sum(builds) / len(builds) if builds else None)} | "
+                f"{_fmt_seconds(sum(costs) / len(costs) if costs else None)} | "
+                f"{'-' if published is None else published} |"
+            )
+    return "\n".join(lines)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ipc", type=int, nargs="+", help="only these IPC rows")
+    parser.add_argument("--arch", nargs="+", help="only these architectures' rows")
+    parser.add_argument("--protocol", nargs="+", help="only these protocols' rows")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--epochs", type=int, default=1000, help="evaluation epochs (published: 1000)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                        help="random-net compute of the condensation (bfloat16: the fast mode, "
+                        "parity measured in docs/benchmarks.md)")
+    parser.add_argument("--sets", default=str(ROOT / "runs" / "quality" / "sets"))
+    parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "quality.jsonl"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--table-only", action="store_true",
+                        help="only rewrite the table from the ledger")
+    return parser
+
+
+def select(plan, args):
+    return [r for r in plan if (args.ipc is None or r.ipc in args.ipc)
+            and (args.arch is None or r.arch in args.arch)
+            and (args.protocol is None or r.protocol in args.protocol)]
+
+
+def write_table(args, ledger):
+    text = (
+        f"ConvNet-3 unless named; {args.epochs} evaluation epochs; final-epoch accuracy on the "
+        "real 10,000-image test split, mean ± std over every network of every set (sets are "
+        "seeds of the condensation or of the subset's draw). Random nets of the condensation in "
+        f"{args.dtype}. 'sets x nets' counts what the ledger holds of what the plan asks. "
+        "Published numbers (1,000 epochs; m3d_reference.md) for context: DM and random under "
+        "the DM protocol, IDC's in the idc row. Times are wall clock on a shared 2-core "
+        "machine (the load of each line is in the ledger).\n\n"
+        + table(ledger, PLAN, METHODS, args.epochs, args.dtype)
+        + "\n\nFilled by `scripts/m3d-env run python bench/quality_table.py` (resumable; every set "
+        "and network is a line of bench/results/quality.jsonl, with its commit, machine, load "
+        "and time)."
+    )
+    ledgers.write_section(args.out, f"quality-table-{args.epochs}", text)
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    ledger = ledgers.Ledger(args.ledger)
+    if ledger.torn:
+        print(f"{args.ledger}: {ledger.torn} unreadable line(s) (a run killed mid-write) ignored")
+    if not args.table_only:
+        filler = Filler(args, ledger)
+        for row in select(PLAN, args):
+            for method in args.methods:
+                filler.fill(row, method)
+                write_table(args, ledger)
+    write_table(args, ledger)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Settings search on a validation split carved from train: never on the test split.
+
+For one recipe and each IPC, holds out `--validation-per-class` training images of every class
+(m3d_tf.data.holdout_split), condenses the remaining training images with every setting of a
+small grid (pixel learning rate as a multiple of the recipe's, real images per class per step,
+iterations per random model), and measures each set by ConvNet-3 networks trained on it and
+tested on the held-out images. Successive halving spends the budget: every setting runs the first
+rung's iterations; the better half (by mean validation accuracy) continues to the next rung's
+iterations (the same condenser goes on, so rung r costs only its extra iterations), and so on.
+The winner's set is then trained for each of `--final-epochs` evaluation lengths, and the length
+with the best validation accuracy is chosen (the shorter on a tie).
+
+Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl); run the same
+command again and it does only what is missing. The table goes to docs/benchmarks.md (a section
+per recipe and IPC, replaced on every run). The test split is never read.
+
+    scripts/m3d-env run python bench/search.py --ipc 1
+"""
+
+import argparse
+import dataclasses
+import itertools
+import math
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench import ledger as ledgers  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One point of the grid: lr = lr_scale * the recipe's rate for the IPC."""
+
+    lr_scale: float
+    real_per_class: int
+    ipm: int
+
+    def label(self):
+        return f"lr x{self.lr_scale:g}, {self.real_per_class} real/class, ipm {self.ipm}"
+
+
+def grid(lr_scales, real_per_class, ipms):
+    """Every combination, in a fixed order."""
+    return [Setting(*values) for values in itertools.product(lr_scales, real_per_class, ipms)]
+
+
+def survivors(scores, keep):
+    """The settings that go on to the next rung: the best ceil(keep * n) by score.
+
+    Args:
+        scores: {Setting: mean validation accuracy}.
+        keep: fraction kept, in (0, 1].
+
+    Returns:
+        The kept settings, best first; ties keep the grid's order (stable sort).
+    """
+    ranked = sorted(scores, key=lambda s: -scores[s])
+    return ranked[:max(1, math.ceil(keep * len(ranked)))]
+
+
+def choose_epochs(scores):
+    """The evaluation length with the best validation accuracy; the shorter on a tie."""
+    return min(scores, key=lambda epochs: (-scores[epochs], epochs))
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--recipe", default="m3d")
+    parser.add_argument("--lr-scale", type=float, nargs="+", default=[0.3, 1.0, 3.0],
+                        help="pixel learning rates, as multiples of the recipe's for the IPC")
+    parser.add_argument("--real-per-class", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--ipm", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--rungs", type=int, nargs="+", default=[100, 200, 400, 800],
+                        help="cumulative condensation iterations of each rung")
+    parser.add_argument("--keep", type=float, default=0.5, help="fraction kept at each rung")
+    parser.add_argument("--epochs", type=int, default=300, help="evaluation epochs while searching")
+    parser.add_argument("--final-epochs", type=int, nargs="+", default=[300, 1000],
+                        help="evaluation lengths tried on the winner's set")
+    parser.add_argument("--nets", type=int, default=2, help="networks per measurement")
+    parser.add_argument("--validation-per-class", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float32", action="store_true",
+                        help="float32 random nets (default: bfloat16, the benchmarks' fast mode)")
+    parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "search.jsonl"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    return parser
+
+
+class Search:
+    """Runs the successive halving of one recipe at one IPC, recording every trial."""
+
+    def __init__(self, args, ledger, data):
+        self.args, self.ledger = args, ledger
+        self.x_train, self.y_train, self.x_val, self.y_val, self.info = data
+        self.live = {}  # Setting -> (condenser, iterations it has run)
+
+    def base_key(self, ipc):
+        a = self.args
+        return {"search": "validation", "dataset": self.info.name, "recipe": a.recipe, "ipc": ipc,
+                "seed": a.seed, "validation_per_class": a.validation_per_class,
+                "compute_dtype": "float32" if a.float32 else "bfloat16", "nets": a.nets}
+
+    def trial_key(self, ipc, setting, iterations, epochs):
+        return {**self.base_key(ipc), **dataclasses.asdict(setting), "iterations": iterations,
+                "epochs": epochs}
+
+    def condensed(self, ipc, setting, iterations):
+        """The set after `iterations`, continuing this setting's condenser when it has one."""
+        from m3d_tf import io, recipes
+
+        condenser, done = self.live.get(setting, (None, 0))
+        if done > iterations:
+            condenser, done = None, 0
+        rate = setting.lr_scale * recipes.get_recipe(self.args.recipe).learning_rate_for(ipc)
+        started = time.time()
+        condenser, history = recipes.condense(
+            self.x_train, self.y_train, self.info, ipc, recipe=self.args.recipe,
+            iterations=iterations, learning_rate=rate, seed=self.args.seed,
+            condenser=condenser, initial_step=done, real_per_class=setting.real_per_class,
+            ipm=setting.ipm, compute_dtype=self.base_key(ipc)["compute_dtype"],
+        )
+        self.live[setting] = (condenser, iterations)
+        final = history.get("mmd", [None])[-1]
+        synthetic = io.SyntheticSet.from_condenser(condenser, self.info, iterations=iterations,
+                                                   final_mmd=final, method=self.args.recipe)
+        return synthetic, time.time() - started
+
+    def measure(self, ipc, setting, iterations, epochs, synthetic=None):
+        """Mean validation accuracy of a trial, from the ledger or measured and recorded now."""
+        from m3d_tf import evaluate
+
+        key = self.trial_key(ipc, setting, iterations, epochs)
+        value = self.ledger.get(key)
+        if value is None:
+            seconds = 0.0
+            if synthetic is None:
+                synthetic, seconds = self.condensed(ipc, setting, iterations)
+            started = time.time()
+            result = evaluate.evaluate_set(
+                synthetic, self.x_val, self.y_val, protocol="idc", runs=self.args.nets,
+                epochs=epochs, seed=self.args.seed,
+            )
+            value = {"accuracies": list(result.accuracies), "mean": result.mean,
+                     "condense_seconds": round(seconds, 1),
+                     "evaluate_seconds": round(time.time() - started, 1)}
+            self.ledger.add(key, value)
+            print(f"IPC {ipc} {setting.label()}, {iterations} it, {epochs} ep: "
+                  f"validation {100 * result.mean:.2f} %", flush=True)
+        return value["mean"]
+
+    def run(self, ipc):
+        """(winner Setting, chosen evaluation epochs)."""
+        a = self.args
+        alive = grid(a.lr_scale, a.real_per_class, a.ipm)
+        self.live = {}
+        for rung, iterations in enumerate(a.rungs):
+            scores = {s: self.measure(ipc, s, iterations, a.epochs) for s in alive}
+            if rung + 1 < len(a.rungs):
+                alive = survivors(scores, a.keep)
+                self.live = {s: v for s, v in self.live.items() if s in alive}
+        winner = max(alive, key=lambda s: scores[s])
+        last = a.rungs[-1]
+        synthetic = None
+        if any(self.ledger.get(self.trial_key(ipc, winner, last, e)) is None for e in a.final_epochs):
+            synthetic, _ = self.condensed(ipc, winner, last)
+        by_epochs = {e: self.measure(ipc, winner, last, e, synthetic) for e in a.final_epochs}
+        return winner, choose_epochs(by_epochs)
+
+
+def table(ledger, key, rungs, winner=None, epochs=None):
+    """The markdown section of one search (recipe, IPC) from its ledger entries."""
+    entries = ledger.entries(**key)
+    lines = [
+        f"### Validation search: {key['recipe']} at IPC {key['ipc']} ({key['dataset']})",
+        "",
+        "Validation: "
+        f"{key['validation_per_class']} training images per class held out (seed {key['seed']}); "
+        f"the sets are condensed from the rest; each number is the mean final accuracy of "
+        f"{key['nets']} ConvNet-3 (IDC protocol) on the held-out images. Random nets in "
+        f"{key['compute_dtype']}. The test split is not read.",
+        "",
+        "| setting | " + " | ".join(f"{r} it" for r in rungs) + " | condense + evaluate (s) |",
+        "| --- |" + " --- |" * (len(rungs) + 1),
+    ]
+    settings = {}
+    for e in entries:
+        k = e["key"]
+        s = Setting(k["lr_scale"], k["real_per_class"], k["ipm"])
+        settings.setdefault(s, {})[(k["iterations"], k["epochs"])] = e["value"]
+    search_epochs = min((k[1] for v in settings.values() for k in v), default=None)
+    for s, trials in sorted(settings.items(), key=lambda item: -max(
+            (v["mean"] for (i, ep), v in item[1].items()), default=0)):
+        cells = []
+        for r in rungs:
+            value = trials.get((r, search_epochs))
+            cells.append("-" if value is None else f"{100 * value['mean']:.2f}")
+        cost = sum(v["condense_seconds"] + v["evaluate_seconds"] for v in trials.values())
+        name = f"**{s.label()}**" if s == winner else s.label()
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {cost:.0f} |")
+    if winner is not None:
+        finals = {ep: v for (i, ep), v in settings[winner].items() if i == rungs[-1]}
+        lines += ["", f"Chosen: {winner.label()}, {rungs[-1]} iterations; evaluation epochs on "
+                  "its set: " + ", ".join(f"{ep}: {100 * v['mean']:.2f} %"
+                                          for ep, v in sorted(finals.items()))
+                  + f" -> {epochs} epochs."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if not 0 < args.keep <= 1:
+        sys.exit("--keep must be in (0, 1]")
+    if args.rungs != sorted(set(args.rungs)):
+        sys.exit("--rungs must be increasing iteration counts")
+
+    from m3d_tf import data
+    from m3d_tf.data import channel_stats, holdout_split
+
+    ledger = ledgers.Ledger(args.ledger)
+    if ledger.torn:
+        print(f"{args.ledger}: {ledger.torn} unreadable line(s) (a run killed mid-write) ignored")
+    images, labels, info = data.load_arrays("fashion_mnist")
+    train, validation = holdout_split(labels, args.validation_per_class, seed=args.seed)
+    mean, std = channel_stats(images[train])
+    info = dataclasses.replace(info, mean=tuple(mean), std=tuple(std),
+                               split_sizes={"train": len(train), "validation": len(validation)})
+    search = Search(args, ledger, (images[train], labels[train], images[validation],
+                                   labels[validation], info))
+    command = "scripts/m3d-env run python bench/search.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    for ipc in args.ipc:
+        started = time.time()
+        winner, epochs = search.run(ipc)
+        print(f"IPC {ipc}: chosen {winner.label()}, {epochs} evaluation epochs "
+              f"({(time.time() - started) / 60:.1f} min)", flush=True)
+        section = table(ledger, search.base_key(ipc), args.rungs, winner, epochs)
+        section += (f"\n\nCommand: `{command}` (machine: {ledgers.machine()}; resumable: each "
+                    f"trial is a line of {os.path.relpath(args.ledger, ROOT)}).")
+        ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", section)
+
+
+if __name__ == "__main__":
+    main()

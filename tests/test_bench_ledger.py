@@ -1,0 +1,81 @@
+"""Tests for the long benchmarks' bookkeeping: the holdout split, the ledger, successive halving."""
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from m3d_tf.data import holdout_split
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _bench(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_holdout_split_is_balanced_disjoint_and_seeded():
+    labels = np.repeat(np.arange(4), 10)[np.random.default_rng(1).permutation(40)]
+    train, validation = holdout_split(labels, 3, seed=7)
+    assert np.bincount(labels[validation]).tolist() == [3, 3, 3, 3]
+    assert np.intersect1d(train, validation).size == 0
+    assert sorted(np.concatenate([train, validation]).tolist()) == list(range(40))
+    again, other = holdout_split(labels, 3, seed=7), holdout_split(labels, 3, seed=8)
+    assert np.array_equal(again[1], validation) and not np.array_equal(other[1], validation)
+
+
+@pytest.mark.parametrize("labels, per_class, says", [
+    (np.repeat(np.arange(2), 3), 3, "class 0 has 3 training images"),
+    (np.zeros(5, int), 0, "per_class must be a positive integer"),
+    (np.zeros((5, 1), int), 1, "one-dimensional"),
+])
+def test_holdout_split_refuses(labels, per_class, says):
+    with pytest.raises(ValueError, match=says):
+        holdout_split(labels, per_class)
+
+
+def test_ledger_keeps_finished_entries_and_survives_a_torn_line(tmp_path):
+    ledger = _bench("ledger")
+    path = tmp_path / "results" / "l.jsonl"
+    book = ledger.Ledger(path)
+    book.add({"ipc": 1, "run": 0}, {"accuracy": 0.5})
+    with open(path, "a") as handle:
+        handle.write('{"key": {"ipc": 1, "run": 1}, "val')  # killed mid-write
+    book = ledger.Ledger(path)
+    assert book.torn == 1
+    assert book.get({"run": 0, "ipc": 1}) == {"accuracy": 0.5}  # key order does not matter
+    assert book.get({"ipc": 1, "run": 1}) is None
+    book.add({"ipc": 1, "run": 1}, {"accuracy": 0.75})
+    reread = ledger.Ledger(path)
+    assert reread.get({"ipc": 1, "run": 1}) == {"accuracy": 0.75}
+    assert [e["value"]["accuracy"] for e in reread.entries(ipc=1)] == [0.5, 0.75]
+    assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
+
+
+def test_write_section_replaces_only_its_own_block(tmp_path):
+    ledger = _bench("ledger")
+    doc = tmp_path / "b.md"
+    doc.write_text("# Benchmarks\n\nkept\n")
+    ledger.write_section(doc, "t", "first")
+    ledger.write_section(doc, "u", "other")
+    ledger.write_section(doc, "t", "second")
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n")
+    assert "first" not in text and text.count("second") == 1 and "other" in text
+    assert text.index("second") < text.index("other")
+
+
+def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties():
+    search = _bench("search")
+    settings = search.grid([0.3, 1.0], [64], [1, 5])
+    assert len(settings) == 4
+    scores = dict(zip(settings, [0.5, 0.7, 0.7, 0.1]))
+    assert search.survivors(scores, 0.5) == [settings[1], settings[2]]
+    assert search.survivors(scores, 0.1) == [settings[1]]
+    assert search.choose_epochs({300: 0.8, 1000: 0.8}) == 300
+    assert search.choose_epochs({300: 0.8, 1000: 0.81}) == 1000

@@ -1,0 +1,66 @@
+"""Tests for bench/quality_table.py: the table fills piece by piece and a rerun does only what is missing."""
+
+import argparse
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+from m3d_tf import recipes
+from m3d_tf.data import DatasetInfo
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _bench(name):
+    sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_set_key_and_directory_change_with_the_budget(monkeypatch):
+    quality = _bench("quality_table")
+    m3d = quality.set_key("m3d", 10, 0, "bfloat16")
+    assert m3d["iterations"] == recipes.settings_for("m3d", 10)["iterations"]
+    dm = quality.set_key("dm", 10, 0, "bfloat16")
+    assert (dm["iterations"], dm["real_per_class"]) == (m3d["iterations"], m3d["real_per_class"])
+    assert dm["learning_rate"] == recipes.get_recipe("dm").learning_rate
+    assert quality.set_key("random", 10, 0, "bfloat16") == quality.set_key("random", 10, 0, "float32")
+    before = quality.set_dir("/sets", m3d)
+    monkeypatch.setitem(recipes.TUNED, "m3d", {10: {"iterations": 123}})
+    after = quality.set_dir("/sets", quality.set_key("m3d", 10, 0, "bfloat16"))
+    assert before != after and after.name.startswith("ipc10-m3d-seed0-")
+
+
+def test_settings_for_refuses_unknown_settings():
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['epochs'\]"):
+        recipes.settings_for("m3d", 1, epochs=5)
+
+
+def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_path):
+    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
+                       (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
+    args = argparse.Namespace(sets=str(tmp_path / "sets"), epochs=2, dtype="bfloat16")
+    path = tmp_path / "quality.jsonl"
+    row = quality.Row(1, "mlp", "idc", (0, 1), 2)
+    filler = quality.Filler(args, ledgers.Ledger(path))
+    filler._data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test,
+                    fmnist_small.y_test)
+    filler.fill(row, "random")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 + 4  # two sets built, four networks tested
+    assert len(list((tmp_path / "sets").iterdir())) == 2
+
+    again = quality.Filler(args, ledgers.Ledger(path))
+    again._data = filler._data
+    again.fill(row, "random")
+    assert path.read_text().splitlines() == lines  # nothing missing: nothing run
+
+    text = quality.table(ledgers.Ledger(path), [row], ["random", "m3d"], 2, "bfloat16")
+    random_line = next(t for t in text.splitlines() if "| random |" in t)
+    assert "| 2 x 2 of 2 x 2 |" in random_line and "±" in random_line
+    assert "(not yet run)" in next(t for t in text.splitlines() if "| m3d |" in t)
