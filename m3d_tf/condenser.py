@@ -383,9 +383,9 @@ class M3DCondenser(keras.Model):
         """
         if learning_rate is not None and (
                 isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number))
-                or not 0 < learning_rate < float("inf")):
+                or not 0 <= learning_rate < float("inf")):  # 0 holds the pixels still
             raise ValueError(
-                "learning_rate must be a positive finite number. "
+                "learning_rate must be a finite number >= 0. "
                 f"Received learning_rate={learning_rate!r}."
             )
         if optimizer is None:

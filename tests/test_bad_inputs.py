@@ -73,13 +73,13 @@ CONSTRUCTOR = [
     ("ipc_bool", dict(ipc=True), r"^ipc must be a positive integer\. Received ipc=True\.$"),
     ("factor_zero", dict(factor=0), r"^factor must be a positive integer\. Received factor=0\.$"),
     ("init_unknown", dict(init="zeros"),
-     r"^Unknown init='zeros'\. Valid choices: 'mix', 'real', 'noise'\.$"),
+     r"^Unknown init='zeros'; valid choices: mix, real, noise\.$"),
     ("augmentation_unknown", dict(augmentation="flip"),
-     r"^Unknown augmentation='flip'\. Valid choices: 'color_crop_cutout', "),
+     r"^Unknown augmentation='flip'; valid choices: none, color_crop_cutout, "),
     ("net_norm_unknown", dict(net_norm="layernorm"),
-     r"^Unknown net_norm='layernorm'\. Valid choices: 'instancenorm', 'batchnorm', 'none'\.$"),
+     r"^Unknown net_norm='layernorm'; valid choices: instancenorm, batchnorm, none\.$"),
     ("estimator_unknown", dict(estimator="mean"),
-     r"^Unknown estimator='mean'\. Valid estimators: biased, unbiased\.$"),
+     r"^Unknown estimator='mean'; valid choices: biased, unbiased\.$"),
     ("multipliers_negative", dict(multipliers=(-1.0, 1.0)),
      r"^multipliers must be a non-empty sequence of positive finite numbers\. "),
     ("multipliers_nan", dict(multipliers=(NAN,)),
@@ -92,18 +92,18 @@ CONSTRUCTOR = [
      r"^degree must be a positive integer for kernel='polynomial'\. Received degree=0\.$"),
     ("coef0_text", dict(kernel="polynomial", coef0="one"),
      r"^coef0 must be a number\. Received coef0='one'\.$"),
-    ("mean_nan", dict(mean=NAN), r"^mean must be finite per channel\. Received mean=\(nan,\)\.$"),
+    ("mean_nan", dict(mean=NAN), r"^mean must be finite per channel\. Received mean=nan\.$"),
     ("mean_text", dict(mean="abc"),
-     r"^mean needs one value per channel \(1\)\. Received mean='abc'\.$"),
+     r"^mean must be numbers, one per channel \(1\)\. Received mean='abc'\.$"),
     ("std_zero", dict(std=0.0),
-     r"^std must be positive and finite per channel\. Received std=\(0\.0,\)\.$"),
+     r"^std must be positive per channel\. Received std=0\.0\.$"),
     ("std_negative", dict(std=-0.3),
-     r"^std must be positive and finite per channel\. Received std=\(-0\.3,\)\.$"),
+     r"^std must be positive per channel\. Received std=-0\.3\.$"),
     ("std_inf", dict(std=INF),
-     r"^std must be positive and finite per channel\. Received std=\(inf,\)\.$"),
+     r"^std must be finite per channel\. Received std=inf\.$"),
     ("flip_text", dict(flip="no"), r"^flip must be True or False\. Received flip='no'\.$"),
     ("compute_dtype_float16", dict(compute_dtype="float16"),
-     r"^Unknown compute_dtype='float16'\. Valid choices: 'float32', 'bfloat16'\.$"),
+     r"^Unknown compute_dtype='float16'; valid choices: float32, bfloat16\.$"),
     ("seed_negative", dict(seed=-1),
      r"^seed must be a non-negative integer\. Received seed=-1\.$"),
     ("seed_float", dict(seed=1.5), r"^seed must be a non-negative integer\. Received seed=1\.5\.$"),
@@ -123,10 +123,10 @@ def test_constructor(change, message):
     _raises(ValueError, message, lambda: M3DCondenser(**{**BASE, **change}))
 
 
-@pytest.mark.parametrize("rate", [-1.0, 0.0, NAN, INF, "x"], ids=str)
+@pytest.mark.parametrize("rate", [-1.0, NAN, INF, "x"], ids=str)
 def test_compile_learning_rate(rate):
     condenser = M3DCondenser(**BASE)
-    _raises(ValueError, r"^learning_rate must be a positive finite number\. Received "
+    _raises(ValueError, r"^learning_rate must be a finite number >= 0\. Received "
                         r"learning_rate=", lambda: condenser.compile(learning_rate=rate))
     assert getattr(condenser, "optimizer", None) is None
 
@@ -783,11 +783,11 @@ EVALUATE = [
     ("num_classes_zero", dict(num_classes=0),
      r"^num_classes must be a positive integer\. Received num_classes=0\.$"),
     ("mean_nan", dict(mean=(NAN,)),
-     r"^mean must hold one finite number per channel \(1\)\. Received mean=\[nan\]\.$"),
+     r"^mean must be finite per channel\. Received mean=\(nan,\)\.$"),
     ("std_negative", dict(std=(-0.25,)),
-     r"^std must be positive per channel\. Received std=\[-0\.25\]\.$"),
+     r"^std must be positive per channel\. Received std=\(-0\.25,\)\.$"),
     ("std_text", dict(std="wide"),
-     r"^std must hold one finite number per channel \(1\)\. Received std='wide'\.$"),
+     r"^std must be numbers, one per channel \(1\)\. Received std='wide'\.$"),
     ("validation_not_a_pair", dict(validation=lambda x, y: x),
      r"^validation must be an \(images, labels\) pair of held-out real training data\. "
      r"Received ndarray\.$"),
@@ -866,7 +866,8 @@ def _corrupt_checkpoint(paths, out):
     (directory / "ckpt-2.data-00000-of-00001").write_bytes(b"\0" * 64)
 
 
-CONDENSE = ("condense", "--ipc", "2", "--real-per-class", "8", "--iterations", "2")
+# --no-flip declares the own data's mirroring, so that no note precedes the one error line.
+CONDENSE = ("condense", "--ipc", "2", "--real-per-class", "8", "--iterations", "2", "--no-flip")
 CLI = [
     ("no_command", lambda p: [],
      r"the following arguments are required: command \(see m3d --help\)$"),
@@ -888,9 +889,9 @@ CLI = [
     ("condense_unknown_recipe", lambda p: [*CONDENSE, "--recipe", "m4d", "--dataset", p["npz"]],
      r"Unknown recipe 'm4d'\. Known recipes: dm, m3d\.$"),
     ("condense_unknown_kernel", lambda p: [*CONDENSE, "--kernel", "gauss", "--dataset", p["npz"]],
-     r"Unknown kernel='gauss'\. Valid choices: 'gaussian_mix', 'linear', "),
+     r"Unknown kernel='gauss'; valid choices: gaussian_mix, linear, polynomial, rbf_fixed\.$"),
     ("condense_unknown_init", lambda p: [*CONDENSE, "--init", "zeros", "--dataset", p["npz"]],
-     r"Unknown init='zeros'\. Valid choices: 'mix', 'real', 'noise'\.$"),
+     r"Unknown init='zeros'; valid choices: mix, real, noise\.$"),
     ("condense_constant_images", lambda p: [*CONDENSE, "--dataset", p["constant"]],
      r"constant\.npz split 'train': channel 0 has mean 0\.0117647 and standard deviation 0: "
      r"every pixel holds the same value"),
@@ -929,7 +930,7 @@ CLI = [
     ("baseline_unknown_method", lambda p: ["baseline", "--method", "best", "--dataset", p["npz"]],
      r"argument --method: invalid choice: 'best'"),
     ("baseline_ipc_too_big", lambda p: ["baseline", "--method", "random", "--dataset", p["npz"],
-                                        "--ipc", "50"],
+                                        "--ipc", "50", "--no-flip"],
      r"class 0 has 40 training images; baseline 'random' with ipc=50 needs 50\. Lower ipc\.$"),
     ("baseline_constant_images", lambda p: ["baseline", "--method", "herding", "--dataset",
                                             p["constant"]],
@@ -1070,7 +1071,7 @@ M3D_CONDENSE = [
     ("real_per_class_zero", _good(), {"real_per_class": 0},
      r"^M3DCondense: real_per_class must be a positive integer\. Received real_per_class=0;"),
     ("factor_that_does_not_divide", _good(), {"factor": 3}, r"factor=3 does not divide"),
-    ("unknown_kernel", _good(), {"kernel": "gauss"}, r"^Unknown kernel='gauss'\. Valid choices"),
+    ("unknown_kernel", _good(), {"kernel": "gauss"}, r"^Unknown kernel='gauss'; valid choices"),
 ]
 
 
