@@ -221,14 +221,22 @@ def stream_training_examples(examples, directory):
         ) from None
     counts = np.asarray(class_files.counts)
     if examples.has_custom_property(dataset_gen.DATASET_INFO_KEY):
-        info = dataset_gen.info_from_json(
-            examples.get_string_custom_property(dataset_gen.DATASET_INFO_KEY),
-            {"train": int(counts.sum())},
-        )
+        try:
+            info = dataset_gen.info_from_json(
+                examples.get_string_custom_property(dataset_gen.DATASET_INFO_KEY),
+                {"train": int(counts.sum())},
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"M3DCondense: input examples at {examples.uri}: their property {error} "
+                "Regenerate them with DatasetGen."
+            ) from None
     else:
         info = streamed_info(class_files, examples.uri)
     _check_against_info(class_files.image_shape, (int(np.flatnonzero(counts)[0]), len(counts) - 1),
                         info, examples, "train")
+    data.check_channel_stats(info.mean, info.std,
+                             f"M3DCondense: input examples at {examples.uri}, Split-train")
     missing = info.num_classes - len(counts)  # classes above the largest label: no images
     class_files = dataclasses.replace(class_files, counts=class_files.counts + (0,) * missing)
     return class_files, info
@@ -320,6 +328,30 @@ class _ProgressLog(keras.callbacks.Callback):
                          self.iterations, (logs or {}).get("mmd", float("nan")))
 
 
+def check_parameters(exec_properties):
+    """Raises ValueError naming the parameter unless the numeric parameters are usable (counts,
+    seed, learning_rate); checked before the streaming pass, so a typo costs no pass over the
+    data. kernel and init are checked by M3DCondenser, before any output is written."""
+
+    def bad(name, expected):
+        raise ValueError(
+            f"M3DCondense: {name} must be {expected}. Received {name}="
+            f"{exec_properties.get(name)!r}; fix the component's {name}= argument."
+        )
+
+    counts = (("ipc", 1, False), ("seed", 0, False), ("iterations", 1, True), ("factor", 1, True),
+              ("real_per_class", 1, True), ("ipm", 1, True))
+    for name, low, optional in counts:
+        value = exec_properties.get(name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            bad(name, "a positive integer" if low else "a non-negative integer")
+    rate = exec_properties.get("learning_rate")
+    if rate is not None and not 0 < rate < float("inf"):
+        bad("learning_rate", "a positive finite number (or None for the recipe's)")
+
+
 # === TFX ===
 
 # Parameters that replace the recipe's value when given (M3DCondenser arguments).
@@ -361,9 +393,11 @@ class Executor(base_executor.BaseExecutor):
         artifact = artifact_utils.get_single_instance(output_dict["synthetic_set"])
         strategy, devices = choose_strategy(exec_properties.get("devices"))
         recipe = recipes.get_recipe(exec_properties["recipe"])
+        check_parameters(exec_properties)
         overrides = {name: exec_properties[name] for name in OVERRIDES
                      if exec_properties.get(name) is not None}
-        iterations = exec_properties.get("iterations") or recipe.iterations
+        iterations = exec_properties.get("iterations")
+        iterations = recipe.iterations if iterations is None else iterations
         check_split_names(examples)
         real_per_class = overrides.get("real_per_class", recipe.real_per_class)
         with tempfile.TemporaryDirectory() as scratch:  # the per-class files of Split-train

@@ -114,6 +114,7 @@ def select_splits(train_labels, test_labels, num_classes, *, eval_per_class,
         [200, 50, 100]
     """
     eval_per_class = _count("eval_per_class", eval_per_class, allow_none=False)
+    seed = _count("seed", seed, allow_none=False)
     train_per_class = _count("train_per_class", train_per_class, allow_none=True)
     test_per_class = _count("test_per_class", test_per_class, allow_none=True)
     if train_per_class == 0 or test_per_class == 0:

@@ -43,7 +43,69 @@ def _read_metadata(patterns):
             "condensed_examples, which carry the set's metadata (classes, mean, std) there."
         )
     with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); rerun M3DCondense to write it again."
+            ) from None
+
+
+def _check_metadata(metadata, patterns):
+    """Raises ValueError unless the set's metadata has num_classes >= 2 and a positive finite
+    mean/std pair per channel (the normalisation baked into the serving signature)."""
+    where = f"the condensed set's {METADATA_FILE} beside {os.path.dirname(patterns[0])}"
+    if not isinstance(metadata, dict) or any(k not in metadata for k in ("num_classes", "mean",
+                                                                          "std")):
+        raise ValueError(
+            f"{where} lacks num_classes, mean or std; rerun M3DCondense to write it again."
+        )
+    classes, mean, std = metadata["num_classes"], metadata["mean"], metadata["std"]
+    numbers = lambda v: isinstance(v, list) and v and all(  # noqa: E731
+        isinstance(x, (int, float)) and np.isfinite(x) for x in v)
+    if not (isinstance(classes, int) and classes >= 2 and numbers(mean) and numbers(std)
+            and len(mean) == len(std) and min(std) > 0):
+        raise ValueError(
+            f"{where} has num_classes={classes!r}, mean={mean!r}, std={std!r}; expected at least "
+            "2 classes and finite mean/std per channel, std > 0. Rerun M3DCondense."
+        )
+
+
+def _check_split(images, labels, metadata, files, shape=None):
+    """Raises ValueError unless a split holds finite pixels in [0, 1], labels among the set's
+    classes, and (for Split-eval) images of Split-train's shape."""
+    where = f"{files[0]}"
+    channels = len(metadata["mean"])
+    if images.shape[-1] != channels or (shape is not None and images.shape[1:] != shape):
+        expected = shape or f"{channels} channel(s)"
+        raise ValueError(
+            f"{where} holds images of shape {images.shape[1:]}, expected {expected} as in the "
+            "condensed set; train on M3DCondense's condensed_examples."
+        )
+    if not (np.all(np.isfinite(images)) and images.min() >= 0 and images.max() <= 1):
+        raise ValueError(
+            f"{where} holds pixels outside [0, 1] or not finite; the examples must hold float32 "
+            "pixels in [0, 1] (m3d_tf.io.write_examples)."
+        )
+    if labels.min() < 0 or labels.max() >= metadata["num_classes"]:
+        raise ValueError(
+            f"{where} has labels in {labels.min()}..{labels.max()} but the set has "
+            f"{metadata['num_classes']} classes; regenerate the examples from one source."
+        )
+
+
+def _check_config(config):
+    """Raises ValueError unless epochs is a positive and seed a non-negative integer."""
+    for key, low in (("epochs", 1), ("seed", 0)):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"trainer custom_config {key}={value!r}; it must be an integer >= {low}."
+            )
+    if config["flip"] is not None and not isinstance(config["flip"], bool):
+        raise ValueError(
+            f"trainer custom_config flip={config['flip']!r}; it must be true, false or null."
+        )
 
 
 def _check_held_out(images, eval_images, eval_files):
@@ -148,10 +210,16 @@ def run_fn(fn_args):
             f"trainer custom_config has unknown keys {unknown}; valid keys: {', '.join(DEFAULTS)}."
         )
     config = {**DEFAULTS, **config}
+    _check_config(config)
+    evaluate.check_choice("protocol", config["protocol"], evaluate.PROTOCOLS)
+    evaluate.check_choice("arch", config["arch"], networks.NETWORKS)
     metadata = _read_metadata(fn_args.train_files)
+    _check_metadata(metadata, fn_args.train_files)
     flip = io.set_flip(metadata) if config["flip"] is None else config["flip"]
     images, labels = _read_files(fn_args.train_files)
     eval_images, eval_labels = _read_files(fn_args.eval_files)
+    _check_split(images, labels, metadata, fn_args.train_files)
+    _check_split(eval_images, eval_labels, metadata, fn_args.eval_files, images.shape[1:])
     _check_held_out(images, eval_images, fn_args.eval_files)
     trainer, loss, accuracy = train_network(
         images, labels, metadata, epochs=int(config["epochs"]), protocol=config["protocol"],

@@ -18,6 +18,7 @@ import os
 import pathlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from m3d_tf import distribute
@@ -51,15 +52,36 @@ def read_run(directory):
             "to start a new condensation."
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete {directory} to start over.")
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); delete {directory} to start over, or start a "
+            "new --out."
+        ) from None
+    if not isinstance(run, dict):
+        raise ValueError(
+            f"{path} holds no JSON object; delete {directory} to start over, or start a new --out."
+        )
+    return run
 
 
 def _latest(directory):
-    """The latest complete checkpoint's path prefix (ckpt-N) in `directory`."""
-    latest = tf.train.latest_checkpoint(str(directory))
-    if latest is None:  # also after a kill before the first checkpoint: delete, or --resume fails
+    """The latest complete checkpoint's path prefix (ckpt-N) in `directory`.
+
+    Raises:
+        FileNotFoundError: no checkpoint yet (also after a kill before the first: the directory
+            must be deleted, or --resume keeps failing).
+        ValueError: the state file naming the latest checkpoint is damaged.
+    """
+    how = f"delete {directory} to start over, or start a new --out"
+    state = pathlib.Path(directory) / "checkpoint"  # the name of the latest, by CheckpointManager
+    try:
+        latest = tf.train.latest_checkpoint(str(directory))
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(f"{state} cannot be read ({_first_line(error)}); {how}.") from None
+    if latest is None and state.exists():  # TensorFlow reads a damaged state file as none
+        raise ValueError(f"{state} cannot be read (it names no checkpoint); {how}.")
+    if latest is None:
         raise FileNotFoundError(
             f"no checkpoint in {directory} yet (its run stopped before the first); delete "
             f"{directory} and run without --resume to start a new condensation."
@@ -75,21 +97,39 @@ def restore_checkpoint(condenser, directory):
 
     Raises:
         FileNotFoundError: `directory` holds no checkpoint.
-        ValueError: the latest checkpoint is corrupt, truncated or of another condenser.
+        ValueError: the checkpoint is corrupt or truncated, belongs to another condenser, or
+            holds pixels that are not finite numbers in [0, 1]; the message names it and says
+            how to recover.
     """
     checkpoint = _checkpoint(condenser)
+    how = f"delete {directory} to start over, or start a new --out"
     latest = _latest(directory)
     try:
         checkpoint.restore(latest).assert_existing_objects_matched()
-    # TensorFlow's reader raises OpError subclasses, IndexError ("Read less bytes than
-    # requested") or AssertionError (objects missing), each with a multi-line message.
-    except (tf.errors.OpError, IndexError, ValueError, AssertionError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
         raise ValueError(
-            f"checkpoint {latest} is corrupt or truncated ({reason}); delete {directory} and "
-            "run without --resume to start over."
+            f"checkpoint {latest} is corrupt, truncated or of another condenser "
+            f"({_first_line(error)}); {how}."
         ) from None
+    _check_pixels(condenser.pixels.numpy(), latest, how)
     return int(condenser.optimizer.iterations.numpy())
+
+
+def _first_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _check_pixels(pixels, latest, how):
+    """Restored pixels must be finite and in [0, 1], as the condenser's constraint keeps them."""
+    bad = int(pixels.size - np.isfinite(pixels).sum())
+    if bad:
+        raise ValueError(f"checkpoint {latest} holds {bad} NaN or infinite pixels; {how}.")
+    if pixels.min() < 0.0 or pixels.max() > 1.0:
+        raise ValueError(
+            f"checkpoint {latest} holds pixels in [{pixels.min():g}, {pixels.max():g}], not "
+            f"[0, 1]; {how}."
+        )
 
 
 def latest_step(directory):

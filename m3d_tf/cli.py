@@ -44,14 +44,44 @@ class UsageError(Exception):
 
 
 def _positive(value):
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return number
 
 
+def _non_negative(value):
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return number
+
+
+def _positive_float(value):
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not (0 < number < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are a UsageError: one "m3d: error: ..." line, exit status 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="m3d", description="Dataset condensation by multi-kernel MMD (M3D) for Keras 3."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,9 +96,9 @@ def _parser():
     condense.add_argument("--factor", type=_positive, help="multi-formation factor")
     condense.add_argument("--real-per-class", type=_positive, help="real images per class per step")
     condense.add_argument("--ipm", type=_positive, help="iterations per random model")
-    condense.add_argument("--lr", type=float, help="pixel learning rate")
+    condense.add_argument("--lr", type=_positive_float, help="pixel learning rate")
     condense.add_argument("--init", help="mix, real or noise")
-    condense.add_argument("--seed", type=int, default=0)
+    condense.add_argument("--seed", type=_non_negative, default=0)
     condense.add_argument("--bf16", action="store_true", help="bfloat16 random-net compute")
     condense.add_argument("--xla", action="store_true", help="compile the step with XLA")
     condense.add_argument(
@@ -99,8 +129,10 @@ def _parser():
     evaluate.add_argument("--runs", type=_positive, default=3)
     evaluate.add_argument("--epochs", type=_positive, default=1000)
     evaluate.add_argument("--arch", default="convnet", help="convnet, mlp, alexnet, vgg11, resnet18")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=_non_negative, default=0)
     evaluate.add_argument("--tensorboard", help="also log the accuracies to this directory")
+    evaluate.add_argument("--allow-other-data", action="store_true",
+                          help="evaluate against --dataset even if its classes are not the set's")
     _flip_arg(evaluate, "horizontal flips while training the networks (default: the choice "
               "recorded in the set)")
 
@@ -109,7 +141,7 @@ def _parser():
     baseline.add_argument("--method", choices=("random", "herding", "kcenter"), required=True)
     baseline.add_argument("--ipc", type=_positive, default=10)
     baseline.add_argument("--out", required=True)
-    baseline.add_argument("--seed", type=int, default=0)
+    baseline.add_argument("--seed", type=_non_negative, default=0)
     _flip_arg(baseline, "whether a horizontal flip keeps an image's class, recorded in the set "
               "for its evaluation (default: the catalogue's; off for own data)")
 
@@ -126,7 +158,7 @@ def _parser():
     main.add_argument("--iterations", type=_positive, default=200)
     main.add_argument("--epochs", type=_positive, default=100)
     main.add_argument("--runs", type=_positive, default=2)
-    main.add_argument("--seed", type=int, default=0)
+    main.add_argument("--seed", type=_non_negative, default=0)
     for each in (parser, *commands.choices.values()):  # `m3d --verbose CMD` or `m3d CMD --verbose`
         each.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                           help="also print TensorFlow's own log lines")
@@ -395,27 +427,57 @@ def _check_matches(synthetic, info, source):
         )
 
 
+def _check_same_data(synthetic, info, source, allow_other):
+    """Refuses test data other than the set's own: the class names must match or, when neither
+    side names its classes, the recorded source must.
+
+    Class count and image shape alone let a digits set be "evaluated" on Fashion-MNIST.
+    """
+    meta = synthetic.metadata
+    names, theirs = list(meta["class_names"]), list(info.class_names)
+    same = names == theirs
+    if same and names == [str(c) for c in range(len(names))]:  # neither side names its classes
+        same = meta["dataset_source"] == info.source
+    if same or allow_other:
+        return
+    shown = lambda n: ", ".join(n[:4]) + (", ..." if len(n) > 4 else "")  # noqa: E731
+    raise UsageError(
+        f"the set was condensed from {meta['dataset']!r} ({meta['dataset_source']}; classes "
+        f"{shown(names)}) but {source} is {info.source} (classes {shown(theirs)}); evaluate it "
+        "against the dataset it was condensed from, or pass --allow-other-data."
+    )
+
+
+def _check_class_sizes(class_files, real_per_class, source):
+    """Every class needs real_per_class images for one balanced batch: said with the flag."""
+    counts = class_files.counts
+    if min(counts) < real_per_class:
+        c = counts.index(min(counts))
+        raise UsageError(
+            f"class {c} of {source} has {counts[c]} training images; --real-per-class "
+            f"{real_per_class} needs at least {real_per_class}. Lower --real-per-class."
+        )
+
+
 # === Commands ===
 
 
 def cmd_condense(args):
-    from m3d_tf import data
+    from m3d_tf import data, recipes
 
     _check_new_dir(args.out)
+    recipe = recipes.get_recipe(args.recipe)  # before the streaming pass
     class_files, info = data.stream_source(args.dataset, "train", data_dir=args.data_dir,
                                            cache_dir=args.cache_dir, flip=args.flip)
     _announce_flip(info)
+    _check_class_sizes(class_files, args.real_per_class or recipe.real_per_class, args.dataset)
     overrides = {
         k: v for k, v in dict(
             kernel=args.kernel, factor=args.factor, real_per_class=args.real_per_class,
             ipm=args.ipm, init=args.init, compute_dtype="bfloat16" if args.bf16 else None,
         ).items() if v is not None
     }
-    iterations = args.iterations
-    if iterations is None:
-        from m3d_tf import recipes
-
-        iterations = recipes.get_recipe(args.recipe).iterations
+    iterations = recipe.iterations if args.iterations is None else args.iterations
     synthetic, seconds = _condense(
         args, class_files, info, out=args.out, recipe=args.recipe, iterations=iterations,
         **overrides,
@@ -436,6 +498,7 @@ def cmd_evaluate(args):
     source = args.dataset or _recorded_source(synthetic.metadata)
     test_images, test_labels, info = _load(source, "test", args.data_dir)
     _check_matches(synthetic, info, source)
+    _check_same_data(synthetic, info, source, args.allow_other_data)
     result = _evaluate(synthetic, test_images, test_labels, protocol=args.protocol,
                        arch=args.arch, runs=args.runs, epochs=args.epochs, seed=args.seed,
                        flip=args.flip)
@@ -531,7 +594,11 @@ COMMANDS = {
 
 def main(argv=None):
     """Entry point of the `m3d` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as error:
+        print(f"m3d: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if not getattr(args, "verbose", False):
         from m3d_tf import console
 

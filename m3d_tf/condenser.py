@@ -49,13 +49,14 @@ import numpy as np
 import tensorflow as tf
 
 from m3d_tf import augment, mmd, networks, parameterization, real_batches
-from m3d_tf.checks import choice, per_channel, positive_int
+from m3d_tf.checks import choice, nonnegative_int, per_channel, positive_int
 from m3d_tf.data.balanced import balanced_layout
 
 # The registries live with what they name; re-exported here for callers of the condenser.
 KERNELS = mmd.KERNELS
 INITS = parameterization.INITS
 STRATEGIES = augment.STRATEGIES
+NET_NORMS = networks.NETWORK_NORMS["convnet"]  # the random ConvNet's normalisations
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Stream ids folded into the seed so that each use of randomness is independent.
@@ -146,10 +147,10 @@ class M3DCondenser(keras.Model):
             raise ValueError(
                 f"num_classes must be at least 2. Received num_classes={num_classes}."
             )
-        if len(tuple(image_shape)) != 3:
+        if not isinstance(image_shape, (tuple, list, np.ndarray)) or len(image_shape) != 3:
             raise ValueError(
                 "image_shape must be (height, width, channels). "
-                f"Received image_shape={tuple(image_shape)!r}."
+                f"Received image_shape={image_shape!r}."
             )
         self.image_shape = tuple(positive_int("image_shape", d) for d in image_shape)
         self.ipc = positive_int("ipc", ipc)
@@ -160,11 +161,15 @@ class M3DCondenser(keras.Model):
         self.widths = None if widths is None else tuple(widths)
         self.gammas = tuple(mmd.DEFAULT_GAMMAS if gammas is None else gammas)
         self.degree = degree
+        if isinstance(coef0, bool) or not isinstance(coef0, (int, float, np.number)):
+            raise ValueError(f"coef0 must be a number. Received coef0={coef0!r}.")
         self.coef0 = float(coef0)
         self.estimator = estimator
         mmd.validate_kernel_options(**self._kernel_options())
         self.ipm = positive_int("ipm", ipm)
         self.augmentation = choice("augmentation", augmentation, STRATEGIES)
+        if not isinstance(flip, (bool, np.bool_)):  # bool("no") is True
+            raise ValueError(f"flip must be True or False. Received flip={flip!r}.")
         self.flip = bool(flip)
         self.real_per_class = positive_int("real_per_class", real_per_class)
         self.init = choice("init", init, INITS)
@@ -173,7 +178,7 @@ class M3DCondenser(keras.Model):
         )
         self.net_width = positive_int("net_width", net_width)
         self.net_depth = positive_int("net_depth", net_depth)
-        self.net_norm = net_norm
+        self.net_norm = choice("net_norm", net_norm, NET_NORMS)
         channels = self.image_shape[-1]
         self.mean = per_channel("mean", 0.0 if mean is None else mean, channels)
         self.std = per_channel("std", 1.0 if std is None else std, channels, positive=True)
@@ -182,8 +187,7 @@ class M3DCondenser(keras.Model):
             if compute_dtype not in COMPUTE_DTYPES:  # e.g. mixed_float16
                 compute_dtype = "float32"
         self.compute_dtype_name = choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer. Received seed={seed!r}.")
+        seed = nonnegative_int("seed", seed)  # NumPy's seeded draws (initialize) need >= 0
         self.seed = int(seed)
 
         # === Derived sizes ===
@@ -350,7 +354,7 @@ class M3DCondenser(keras.Model):
                 f"{where}: {len(images)} images but {len(labels)} labels; they must match."
             )
         if len(images) == 0:
-            raise ValueError(f"{where}: the real data is empty.")
+            raise ValueError(f"{where}: the real data is empty; give real images of every class.")
         if not np.all(np.isfinite(images)):
             raise ValueError(
                 f"{where}: real images contain NaN or Inf. Clean the data before condensing."
@@ -377,6 +381,13 @@ class M3DCondenser(keras.Model):
                 (default 1.0; m3d_tf.recipes holds tuned values per setting).
             **kwargs: passed to keras.Model.compile (e.g. jit_compile=True).
         """
+        if learning_rate is not None and (
+                isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number))
+                or not 0 <= learning_rate < float("inf")):  # 0 holds the pixels still
+            raise ValueError(
+                "learning_rate must be a finite number >= 0. "
+                f"Received learning_rate={learning_rate!r}."
+            )
         if optimizer is None:
             optimizer = keras.optimizers.SGD(
                 learning_rate=1.0 if learning_rate is None else learning_rate, momentum=0.5

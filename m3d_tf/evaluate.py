@@ -354,6 +354,12 @@ def as_float_images(images, where):
         raise ValueError(
             f"{where} must be uint8 or float in [0, 1]. Received dtype {images.dtype}."
         )
+    bad = int(images.size - np.isfinite(images).sum())
+    if bad:
+        raise ValueError(
+            f"{where} hold {bad} NaN or infinite values; give finite pixels in [0, 1] (re-create "
+            "or clean the images)."
+        )
     low, high = float(images.min()), float(images.max())
     if not (0.0 <= low and high <= 1.0):
         raise ValueError(
@@ -363,12 +369,17 @@ def as_float_images(images, where):
     return images.astype(np.float32, copy=False)
 
 
-def _int_labels(labels, count, num_classes, where):
+def _label_array(labels, count, where):
     labels = np.asarray(labels)
     if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"{where} must be integers of shape ({count},). Received {labels.dtype} {labels.shape}."
         )
+    return labels
+
+
+def _int_labels(labels, count, num_classes, where):
+    labels = _label_array(labels, count, where)
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(
             f"{where} lie in [{labels.min()}, {labels.max()}] but num_classes={num_classes}; "
@@ -604,8 +615,9 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
             f"test_images have shape {x_test.shape[1:]} per image but the training set has "
             f"{x_train.shape[1:]}; evaluate a set against the dataset it was condensed from."
         )
-    if num_classes is None:
-        num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
+    if num_classes is None:  # the labels' shape and dtype are checked before they are read
+        num_classes = 1 + int(max(_label_array(train_labels, len(x_train), "train_labels").max(),
+                                  _label_array(test_labels, len(x_test), "test_labels").max()))
     num_classes = positive_int("num_classes", num_classes)
     y_train = _int_labels(train_labels, len(x_train), num_classes, "train_labels")
     y_test = _int_labels(test_labels, len(x_test), num_classes, "test_labels")
@@ -619,6 +631,11 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
             "give at least one image per class."
         )
     if validation is not None:
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise ValueError(
+                "validation must be an (images, labels) pair of held-out real training data. "
+                f"Received {type(validation).__name__}."
+            )
         x_val = as_float_images(validation[0], "validation images")
         if x_val.shape[1:] != x_train.shape[1:]:
             raise ValueError(

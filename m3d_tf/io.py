@@ -283,7 +283,7 @@ def _is_count(value):
 
 def _is_numbers(values, length):
     return isinstance(values, list) and len(values) == length and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values
     )
 
 
@@ -306,9 +306,9 @@ def _check_metadata(m, where):
         (shape_ok, "image_shape", "[height, width, channels]"),
         (isinstance(m["class_names"], list) and len(m["class_names"]) == m["num_classes"],
          "class_names", "one name per class"),
-        (_is_numbers(m["mean"], channels), "mean", f"one number per channel ({channels})"),
+        (_is_numbers(m["mean"], channels), "mean", f"one finite number per channel ({channels})"),
         (_is_numbers(m["std"], channels) and min(m["std"]) > 0, "std",
-         f"one positive number per channel ({channels})"),
+         f"one positive finite number per channel ({channels})"),
         (isinstance(m.get("flip", False), bool), "flip",
          "true or false (whether a horizontal flip keeps an image's class)"),
     ]
@@ -691,8 +691,9 @@ def _read_example_file(name, compression, shape):
                 f"record {index} of {name} lacks the features {missing}; "
                 "write it with m3d_tf.io.write_examples."
             )
-        dims = tuple(feature[key].int64_list.value[0] for key in keys[2:])
-        raw = feature["image"].bytes_list.value[0]
+        where = f"record {index} of {name}"
+        dims = tuple(_single_value(feature, key, "int64_list", where) for key in keys[2:])
+        raw = _single_value(feature, "image", "bytes_list", where)
         if shape not in (None, dims) or len(raw) != 4 * int(np.prod(dims)):
             raise ValueError(
                 f"record {index} of {name} holds {len(raw)} bytes for a {dims} image; "
@@ -700,8 +701,24 @@ def _read_example_file(name, compression, shape):
             )
         shape = dims
         images.append(np.frombuffer(raw, "<f4").reshape(dims))
-        labels.append(feature["label"].int64_list.value[0])
+        labels.append(_single_value(feature, "label", "int64_list", where))
     return images, labels, shape
+
+
+def _single_value(features, key, kind, where):
+    """The one value of features[key] when it is a `kind` ("int64_list", "bytes_list"), else a
+    ValueError naming the record, the feature and what it holds instead."""
+    feature = features[key]
+    held = feature.WhichOneof("kind")
+    values = getattr(feature, held).value if held else []
+    if held != kind or len(values) != 1:
+        wanted = "one int64" if kind == "int64_list" else "one bytes value"
+        found = f"{len(values)} value(s) of {held}" if held else "nothing"
+        raise ValueError(
+            f"{where}: feature {key!r} holds {found}, not {wanted}; "
+            "write the examples with m3d_tf.io.write_examples (or DatasetGen)."
+        )
+    return values[0]
 
 
 def read_examples(path, *, compression="auto"):

@@ -124,8 +124,8 @@ def test_evaluating_against_another_dataset_is_refused(npz, tmp_path, capsys, fm
                           "--ipc", 2, "--out", tmp_path / "r")
     assert status == 0, err
     other = tmp_path / "rgb.npz"
-    np.savez(other, x_train=np.zeros((4, 8, 8, 3), np.uint8), y_train=np.arange(4) % 2,
-             x_test=np.zeros((4, 8, 8, 3), np.uint8), y_test=np.arange(4) % 2)
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), np.uint8)  # std > 0
+    np.savez(other, x_train=rgb, y_train=np.arange(4) % 2, x_test=rgb, y_test=np.arange(4) % 2)
     status, _, err = _run(capsys, "evaluate", tmp_path / "r", "--dataset", f"npz:{other}")
     assert status == 2
     assert "the set has 3 classes of shape (28, 28, 1) but npz:" in err

@@ -324,8 +324,8 @@ def test_a_truncated_checkpoint_names_its_path_and_the_way_out(damage, reason, n
     status, stdout, err = _m3d(*_condense(npz, cache_dir, out, "--resume", iterations=6))
     assert status == 2
     assert _error_line(err) == (
-        f"m3d: error: checkpoint {checkpoint / 'ckpt-4'} is corrupt or truncated ({reason}); "
-        f"delete {checkpoint} and run without --resume to start over."
+        f"m3d: error: checkpoint {checkpoint / 'ckpt-4'} is corrupt, truncated or of another "
+        f"condenser ({reason}); delete {checkpoint} to start over, or start a new --out."
     )
     assert not out.exists()
     if damage == "data":  # the way out works

@@ -331,7 +331,7 @@ _LOAD_ERRORS = [
     ("bad_factor", lambda p: _rewrite_metadata(p, factor=3), ValueError,
      r"set: metadata: factor=3 does not divide the image size 16x16"),
     ("bad_std", lambda p: _rewrite_metadata(p, std=[0.0]), ValueError,
-     r"set: metadata has std=\[0.0\]; expected one positive number per channel \(1\)"),
+     r"set: metadata has std=\[0.0\]; expected one positive finite number per channel \(1\)"),
     ("few_names", lambda p: _rewrite_metadata(p, class_names=["a"]), ValueError,
      r"set: metadata has class_names=\['a'\]; expected one name per class"),
     ("corrupt_npz", lambda p: (p / "images.npz").write_bytes(b"PK\x03\x04broken"), ValueError,

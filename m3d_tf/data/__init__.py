@@ -24,6 +24,7 @@ from m3d_tf.data.arrays import (
     UNDECLARED_FLIP,
     DatasetInfo,
     channel_stats,
+    check_channel_stats,
     undeclared_flip_note,
 )
 from m3d_tf.data.balanced import balanced_batches, images_by_class
@@ -53,6 +54,7 @@ __all__ = [
     "DatasetInfo",
     "balanced_batches",
     "channel_stats",
+    "check_channel_stats",
     "default_cache_dir",
     "example_chunks",
     "holdout_split",

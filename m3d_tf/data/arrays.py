@@ -125,6 +125,28 @@ def channel_stats(images):
     return tuple(means), tuple(stds)
 
 
+def check_channel_stats(mean, std, where):
+    """Raises ValueError if a channel's std is not positive and finite (or its mean not finite).
+
+    A channel whose pixels all hold one value has std 0: normalising by it divides by zero,
+    and such images (e.g. a wrong image_key or image_shape that reads padding) carry nothing
+    to condense. Checked where the statistics are computed, so the error names the data
+    instead of surfacing later as a bad `std=` argument.
+
+    Args:
+        mean, std: per-channel statistics (C floats each), pixels in [0, 1].
+        where: text naming the data, used in the error message.
+    """
+    for c, (m, s) in enumerate(zip(mean, std)):
+        if not (np.isfinite(m) and np.isfinite(s) and s > 0):
+            raise ValueError(
+                f"{where}: channel {c} has mean {m:g} and standard deviation {s:g}: every pixel "
+                "holds the same value (or a non-finite one), so the images cannot be "
+                "normalised or condensed. Check that the images are read right (image_key, "
+                "image_shape) and give images that vary."
+            )
+
+
 def as_uint8_images(images, where):
     """Checks and converts images to uint8 (N, H, W, C).
 
@@ -158,6 +180,12 @@ def as_uint8_images(images, where):
             )
         return images.astype(np.uint8)
     if np.issubdtype(images.dtype, np.floating):
+        bad = int(images.size - np.isfinite(images).sum())
+        if bad:
+            raise ValueError(
+                f"{where}: images hold {bad} NaN or infinite pixel values; replace them (e.g. "
+                "with np.nan_to_num) or drop those images."
+            )
         low, high = float(images.min()), float(images.max())
         if not (0.0 <= low and high <= 1.0):
             raise ValueError(
@@ -206,18 +234,19 @@ def as_labels(labels, count, where):
     return labels.astype(np.int64)
 
 
-def check_label_range(labels, num_classes, where):
+def check_label_range(labels, num_classes, where, how="fix the labels or pass num_classes"):
     """Raises ValueError if a label is outside 0..num_classes-1.
 
     Args:
         labels: int64 (N,), already >= 0 (see `as_labels`).
         num_classes: the number of classes of the dataset.
         where: text naming the source, used in error messages.
+        how: what to do, ending the message.
     """
     if labels.size and labels.max() >= num_classes:
         raise ValueError(
             f"{where}: label {labels.max()} is outside 0..{num_classes - 1} "
-            f"({num_classes} classes); fix the labels or pass num_classes."
+            f"({num_classes} classes); {how}."
         )
 
 

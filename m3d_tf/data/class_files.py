@@ -25,7 +25,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from m3d_tf.data.arrays import DatasetInfo, with_flip
+from m3d_tf.data.arrays import DatasetInfo, check_channel_stats, with_flip
 
 CACHE_FORMAT = 1
 _INDEX = "index.json"
@@ -339,6 +339,7 @@ def stream_source(source, split="train", *, num_classes=None, cache_dir=None, fl
         stats = class_files_for(reader, stats_split, cache_root,
                                 num_classes=class_files.num_classes)
     num_classes = class_files.num_classes
+    check_channel_stats(stats.mean, stats.std, f"{reader.source} split {stats_split!r}")
     info = DatasetInfo(
         name=reader.name, source=reader.source, num_classes=num_classes,
         image_shape=class_files.image_shape,

@@ -18,12 +18,14 @@ TFRecord: files of serialized tf.Example (gzipped or not), with the image under 
 
 import math
 import pathlib
+import zipfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
 
 from m3d_tf.data.arrays import Reader, as_labels, as_uint8_images, located, ordered_splits
-from m3d_tf.data.records import count_records, example_chunks, record_dataset
+from m3d_tf.data.records import count_records, example_chunks, parse_example, record_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SPLIT_FOLDERS = ("train", "test", "validation")
@@ -58,6 +60,37 @@ def _npz_splits(path, keys):
     return {split: pairs[split] for split in ordered_splits(pairs)}
 
 
+_NPZ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def _open_npz(path):
+    """np.load of an .npz without pickles; a file that is not one is a ValueError naming it."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except _NPZ_ERRORS as error:
+        raise ValueError(
+            f"npz file {path} is not a readable .npz ({type(error).__name__}: {error}); save it "
+            "again with np.savez(path, x_train=..., y_train=...)."
+        ) from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"npz file {path} holds a single array, not named arrays; save it with "
+            "np.savez(path, x_train=..., y_train=...)."
+        )
+    return npz
+
+
+def _npz_array(npz, key, path):
+    """npz[key]; a truncated member or an array of Python objects is a ValueError naming it."""
+    try:
+        return npz[key]
+    except _NPZ_ERRORS as error:
+        raise ValueError(
+            f"npz file {path}: array {key!r} cannot be read ({type(error).__name__}: {error}); "
+            "save numeric arrays again with np.savez (object arrays are refused)."
+        ) from None
+
+
 def open_npz(path):
     """A Reader over an .npz file (layout in the module docstring).
 
@@ -77,18 +110,20 @@ def open_npz(path):
             f"npz file {path} does not exist; save one with "
             "np.savez(path, x_train=..., y_train=...)."
         )
-    with np.load(path, allow_pickle=False) as npz:
+    with _open_npz(path) as npz:
         keys = set(npz.files)
         splits = _npz_splits(path, keys)
-        sizes = {split: len(npz[labels]) for split, (_, labels) in splits.items()}
-        class_names = tuple(str(n) for n in npz["class_names"]) if "class_names" in keys else None
+        sizes = {split: len(_npz_array(npz, labels, path)) for split, (_, labels) in splits.items()}
+        class_names = None
+        if "class_names" in keys:
+            class_names = tuple(str(n) for n in _npz_array(npz, "class_names", path))
 
     def read(split):
         images_key, labels_key = splits[split]
-        with np.load(path, allow_pickle=False) as npz:
+        with _open_npz(path) as npz:
             where = f"npz file {path} ({images_key}, {labels_key})"
-            images = as_uint8_images(npz[images_key], where)
-            return images, as_labels(npz[labels_key], images.shape[0], where)
+            images = as_uint8_images(_npz_array(npz, images_key, path), where)
+            return images, as_labels(_npz_array(npz, labels_key, path), images.shape[0], where)
 
     return Reader(path.stem, located("npz", path), sizes, class_names, read)
 
@@ -223,8 +258,8 @@ def _example_image(feature, image_shape, where):
 def _read_examples(files, image_key, label_key, image_shape, where):
     images, labels, names = [], [], []
     for number, record in enumerate(record_dataset(files).as_numpy_iterator()):
-        features = tf.train.Example.FromString(record).features.feature
         here = f"{where}, record {number}"
+        features = parse_example(record, here).features.feature
         for key, argument in ((image_key, "image_key"), (label_key, "label_key")):
             if key not in features:
                 raise ValueError(
@@ -232,7 +267,10 @@ def _read_examples(files, image_key, label_key, image_shape, where):
                 )
         label = features[label_key].int64_list.value
         if len(label) != 1:
-            raise ValueError(f"{here}: feature {label_key!r} must hold one int64 class index.")
+            raise ValueError(
+                f"{here}: feature {label_key!r} must hold one int64 class index; write labels as "
+                "an int64_list of one value (or pass label_key= of such a feature)."
+            )
         images.append(_example_image(features[image_key], image_shape, here))
         labels.append(label[0])
         names.append(f"record {number}")

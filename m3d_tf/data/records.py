@@ -13,9 +13,11 @@ The label is one int64 under `label_key`. Gzipped files (TFX Examples) are detec
 """
 
 import math
+import re
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
 
 CHUNK_SIZE = 4096
 _ENCODED_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
@@ -40,8 +42,11 @@ def record_dataset(files):
 
 
 def _first_example(files, where):
-    for record in record_dataset(files).take(1):
-        return tf.train.Example.FromString(record.numpy()).features.feature
+    try:
+        for record in record_dataset(files).take(1):
+            return parse_example(record.numpy(), f"{where}: the first record").features.feature
+    except tf.errors.OpError as error:
+        raise ValueError(f"{where} cannot be read ({tf_reason(error)}); write them again.") from None
     raise ValueError(f"{where} hold no records; write some tf.Example records to them.")
 
 
@@ -136,6 +141,35 @@ def example_chunks(files, *, image_key="image", label_key="label", image_shape=N
 
 
 def count_records(files):
-    """Number of records in the files (one streaming pass, nothing kept)."""
-    batches = record_dataset([str(f) for f in files]).batch(CHUNK_SIZE)
-    return int(batches.reduce(np.int64(0), lambda n, batch: n + tf.size(batch, tf.int64)))
+    """Number of records in the files (one streaming pass, nothing kept).
+
+    Raises:
+        ValueError: a file that is not TFRecord, or is truncated, named with what to do.
+    """
+    total = 0
+    for name in (str(f) for f in files):  # file by file, so that an error names the file
+        batches = record_dataset([name]).batch(CHUNK_SIZE)
+        try:
+            total += int(batches.reduce(np.int64(0), lambda n, b: n + tf.size(b, tf.int64)))
+        except tf.errors.OpError as error:
+            raise ValueError(
+                f"TFRecord file {name} cannot be read ({tf_reason(error)}); write it again or "
+                "leave it out of the glob."
+            ) from None
+    return total
+
+
+def tf_reason(error):
+    """The readable part of a TensorFlow op error: no function-node prefix, no op suffix."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message or "").strip()
+    return text.split(" [Op:")[0].splitlines()[0] if text else type(error).__name__
+
+
+def parse_example(record, where):
+    """tf.train.Example of one serialized record; ValueError naming `where` if it is not one."""
+    try:
+        return tf.train.Example.FromString(record)
+    except message.DecodeError as error:
+        raise ValueError(
+            f"{where} is not a serialized tf.Example ({error}); write tf.Example records."
+        ) from None

@@ -17,7 +17,13 @@ import pathlib
 
 import tensorflow as tf
 
-from m3d_tf.data.arrays import DatasetInfo, channel_stats, check_label_range, with_flip
+from m3d_tf.data.arrays import (
+    DatasetInfo,
+    channel_stats,
+    check_channel_stats,
+    check_label_range,
+    with_flip,
+)
 from m3d_tf.data.catalog import KNOWN_DATASETS, open_tfds
 from m3d_tf.data.files import open_image_folder, open_npz, open_tfrecord
 from m3d_tf.data.idx import has_idx_files, open_idx_dir
@@ -152,14 +158,17 @@ def load_arrays(source, split="train", *, num_classes=None, flip=None, **options
         num_classes = len(reader.class_names)
     elif num_classes is None:
         num_classes = int(stats_labels.max()) + 1
+    how = ("fix the labels or the class names" if reader.class_names is not None
+           else "fix the labels or pass num_classes")
     for name, split_labels in ((split, labels), (stats_split, stats_labels)):
-        check_label_range(split_labels, num_classes, f"{reader.source} split {name!r}")
+        check_label_range(split_labels, num_classes, f"{reader.source} split {name!r}", how)
     if images.shape[1:] != stats_images.shape[1:]:
         raise ValueError(
             f"{reader.source}: split {split!r} has images of shape {images.shape[1:]} but split "
             f"{stats_split!r} has {stats_images.shape[1:]}; give splits of one image shape."
         )
     mean, std = channel_stats(stats_images)
+    check_channel_stats(mean, std, f"{reader.source} split {stats_split!r}")
     info = DatasetInfo(
         name=reader.name,
         source=reader.source,
