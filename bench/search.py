@@ -90,7 +90,16 @@ def _parser():
                         help="float32 random nets (default: bfloat16, the benchmarks' fast mode)")
     parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "search.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--table-only", action="store_true",
+                        help="only write the tables of what the ledger holds (a search under way)")
     return parser
+
+
+def search_key(args, ipc):
+    """What every trial of one search (a recipe at one IPC) shares in its ledger key."""
+    return {"search": "validation", "dataset": "fashion_mnist", "recipe": args.recipe, "ipc": ipc,
+            "seed": args.seed, "validation_per_class": args.validation_per_class,
+            "compute_dtype": "float32" if args.float32 else "bfloat16", "nets": args.nets}
 
 
 class Search:
@@ -102,10 +111,7 @@ class Search:
         self.live = {}  # Setting -> (condenser, iterations it has run)
 
     def base_key(self, ipc):
-        a = self.args
-        return {"search": "validation", "dataset": self.info.name, "recipe": a.recipe, "ipc": ipc,
-                "seed": a.seed, "validation_per_class": a.validation_per_class,
-                "compute_dtype": "float32" if a.float32 else "bfloat16", "nets": a.nets}
+        return search_key(self.args, ipc)
 
     def trial_key(self, ipc, setting, iterations, epochs):
         return {**self.base_key(ipc), **dataclasses.asdict(setting), "iterations": iterations,
@@ -220,12 +226,23 @@ def main(argv=None):
     if args.rungs != sorted(set(args.rungs)):
         sys.exit("--rungs must be increasing iteration counts")
 
-    from m3d_tf import data
-    from m3d_tf.data import channel_stats, holdout_split
-
     ledger = ledgers.Ledger(args.ledger)
     if ledger.torn:
         print(f"{args.ledger}: {ledger.torn} unreadable line(s) (a run killed mid-write) ignored")
+    command = "scripts/m3d-env run python bench/search.py " + " ".join(
+        a for a in (sys.argv[1:] if argv is None else argv) if a != "--table-only")
+    if args.table_only:
+        for ipc in args.ipc:
+            key = search_key(args, ipc)
+            if ledger.entries(**key):
+                ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", table(
+                    ledger, key, args.rungs) + f"\n\nUnder way, not finished: `{command}` "
+                    "picks up where it stopped.")
+        return
+
+    from m3d_tf import data
+    from m3d_tf.data import channel_stats, holdout_split
+
     images, labels, info = data.load_arrays("fashion_mnist")
     train, validation = holdout_split(labels, args.validation_per_class, seed=args.seed)
     mean, std = channel_stats(images[train])
@@ -233,8 +250,6 @@ def main(argv=None):
                                split_sizes={"train": len(train), "validation": len(validation)})
     search = Search(args, ledger, (images[train], labels[train], images[validation],
                                    labels[validation], info))
-    command = "scripts/m3d-env run python bench/search.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
     for ipc in args.ipc:
         started = time.time()
         winner, epochs = search.run(ipc)

@@ -155,8 +155,8 @@ def _parser():
                       help="any source --dataset of condense takes (default fashion_mnist)")
     main.add_argument("--data-dir", help="TFDS data directory")
     main.add_argument("--ipc", type=_positive, default=10)
-    main.add_argument("--iterations", type=_positive, default=200)
-    main.add_argument("--epochs", type=_positive, default=100)
+    main.add_argument("--iterations", type=_positive, default=120)
+    main.add_argument("--epochs", type=_positive, default=40)
     main.add_argument("--runs", type=_positive, default=2)
     main.add_argument("--seed", type=_non_negative, default=0)
     for each in (parser, *commands.choices.values()):  # `m3d --verbose CMD` or `m3d CMD --verbose`
@@ -556,8 +556,10 @@ def cmd_main(args):
     args.strategy, args.checkpoint_every = "default", 100
     _say(f"{info.name} via {info.source}: {len(images)} train, {len(test_images)} test images")
 
-    # 64 real images per class and step, or all of the smallest class of a small --dataset.
-    real_per_class = min(64, int(np.bincount(labels).min()))
+    # 32 real images per class and step (the real forward is most of a step: the main job's
+    # budget on a shared 2-core machine, docs/benchmarks.md), or all of a small --dataset's
+    # smallest class.
+    real_per_class = min(32, int(np.bincount(labels).min()))
     sets, seconds = {}, {}
     for recipe in ("m3d", "dm"):
         _say(f"\n== condensing with {recipe.upper()}: IPC {args.ipc}, {args.iterations} iterations ==")
