@@ -409,12 +409,19 @@ def _recorded_source(meta):
     offline_copy = name in data.KNOWN_DATASETS and where == str(catalog.DEBIAN_FASHION_MNIST_DIR)
     if kind not in ("idx", "npz", "folder", "tfrecord") or offline_copy:
         return name  # the catalogue's (Fashion-MNIST read from Debian's files), or unknown
-    if not glob.glob(where.replace("{split}", "*")):
+    if not _still_there(recorded):
         raise UsageError(
             f"the set was condensed from {recorded}, which is no longer there; pass --dataset "
             "with where those data are now."
         )
     return recorded
+
+
+def _still_there(recorded):
+    """Whether own data recorded as "kind:where" still exist there (False for other sources)."""
+    kind, _, where = recorded.partition(":")
+    return kind in ("idx", "npz", "folder", "tfrecord") and bool(
+        glob.glob(where.replace("{split}", "*")))
 
 
 def _check_matches(synthetic, info, source):
@@ -429,7 +436,8 @@ def _check_matches(synthetic, info, source):
 
 def _check_same_data(synthetic, info, source, allow_other):
     """Refuses test data other than the set's own: the class names must match or, when neither
-    side names its classes, the recorded source must.
+    side names its classes, the recorded source must (unless own data recorded there have
+    moved: the user's --dataset is then their new place).
 
     Class count and image shape alone let a digits set be "evaluated" on Fashion-MNIST.
     """
@@ -437,7 +445,11 @@ def _check_same_data(synthetic, info, source, allow_other):
     names, theirs = list(meta["class_names"]), list(info.class_names)
     same = names == theirs
     if same and names == [str(c) for c in range(len(names))]:  # neither side names its classes
-        same = meta["dataset_source"] == info.source
+        # The recorded source, unless it has moved: `m3d evaluate` then asks for its new place.
+        recorded = meta["dataset_source"]
+        same = recorded == info.source or (
+            recorded.partition(":")[0] in ("idx", "npz", "folder", "tfrecord")
+            and not _still_there(recorded))
     if same or allow_other:
         return
     shown = lambda n: ", ".join(n[:4]) + (", ..." if len(n) > 4 else "")  # noqa: E731
