@@ -174,7 +174,7 @@ def _fmt_seconds(seconds):
 def table(ledger, plan, methods, epochs, dtype):
     """The markdown table of the plan from the ledger: what is there, and what is missing."""
     lines = [
-        "| IPC | arch / protocol | method | budget | sets x nets | test accuracy (%) | "
+        "| IPC | arch / protocol | method | budget | networks from sets | test accuracy (%) | "
         "build per set | per network | published |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -201,11 +201,14 @@ def table(ledger, plan, methods, epochs, dtype):
                 score = f"{100 * mean:.2f} ± {100 * std:.2f}"
             else:
                 score = "(not yet run)"
-            published = PUBLISHED.get(method, {}).get(row.ipc) if (
-                row.arch, row.protocol) == ("convnet", "idc") else None
+            published = None
+            if (row.arch, row.protocol) == ("convnet", "idc"):  # the target, for M3D: IDC's
+                published = (f"(IDC {PUBLISHED['idc'][row.ipc]})" if method == "m3d"
+                             else PUBLISHED.get(method, {}).get(row.ipc))
             lines.append(
                 f"| {row.ipc} | {row.arch} / {row.protocol} | {method} | {spent} | "
-                f"{sets} x {len(accuracies) // max(sets, 1)} of {len(row.seeds)} x {row.nets} | "
+                f"{len(accuracies)} from {sets} of {len(row.seeds) * row.nets} from "
+                f"{len(row.seeds)} | "
                 f"{score} | {_fmt_seconds(sum(builds) / len(builds) if builds else None)} | "
                 f"{_fmt_seconds(sum(costs) / len(costs) if costs else None)} | "
                 f"{'-' if published is None else published} |"
@@ -242,7 +245,7 @@ def write_table(args, ledger):
         f"ConvNet-3 unless named; {args.epochs} evaluation epochs; final-epoch accuracy on the "
         "real 10,000-image test split, mean ± std over every network of every set (sets are "
         "seeds of the condensation or of the subset's draw). Random nets of the condensation in "
-        f"{args.dtype}. 'sets x nets' counts what the ledger holds of what the plan asks. "
+        f"{args.dtype}. 'networks from sets': what the ledger holds, of what the plan asks. "
         "Published numbers (1,000 epochs; m3d_reference.md) for context: DM and random under "
         "the DM protocol, IDC's in the idc row. Times are wall clock on a shared 2-core "
         "machine (the load of each line is in the ledger).\n\n"

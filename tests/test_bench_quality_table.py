@@ -62,5 +62,5 @@ def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_pa
 
     text = quality.table(ledgers.Ledger(path), [row], ["random", "m3d"], 2, "bfloat16")
     random_line = next(t for t in text.splitlines() if "| random |" in t)
-    assert "| 2 x 2 of 2 x 2 |" in random_line and "±" in random_line
+    assert "| 4 from 2 of 4 from 2 |" in random_line and "±" in random_line
     assert "(not yet run)" in next(t for t in text.splitlines() if "| m3d |" in t)
