@@ -25,13 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from bench.quality_table import PUBLISHED  # noqa: E402
 from m3d_tf import baselines, evaluate, io, load_arrays, recipes  # noqa: E402
-
-PUBLISHED = {  # ConvNet-3, Fashion-MNIST, m3d_reference.md section 7 (IPC 1 / 10 / 50)
-    "random": {1: 51.4, 10: 73.8, 50: 82.5},
-    "dm": {1: 70.7, 10: 83.5, 50: 88.1},
-    "idc": {1: 81.0, 10: 86.0, 50: 86.2},
-}
 
 
 def _machine():
