@@ -119,6 +119,25 @@ def test_a_changed_source_gets_new_class_files(fmnist_small, tmp_path):
     assert second.directory != first.directory
 
 
+def test_a_writer_that_loses_the_race_leaves_the_winners_files(fmnist_small, tmp_path):
+    # Two workers of one run stream the same source into the same cache at once (CI saw the
+    # loser's rename fail with ENOTEMPTY): the loser must say FileExistsError, which
+    # class_files_for answers by opening the winner's files, and leave nothing of its own.
+    images, labels = fmnist_small.x_train[:40], fmnist_small.y_train[:40]
+    target = tmp_path / "cache"
+    won = []
+
+    def chunks():
+        yield images[:20], labels[:20]
+        won.append(write_class_files([(images, labels)], target, num_classes=10))
+        yield images[20:], labels[20:]
+
+    with pytest.raises(FileExistsError, match=r"written by another process meanwhile"):
+        write_class_files(chunks(), target, num_classes=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    assert open_class_files(target) == won[0]
+
+
 @pytest.mark.slow
 def test_tfds_prepared_files_stream_chunk_by_chunk(tmp_path):
     class_files, info = stream_source("fashion_mnist", cache_dir=tmp_path)

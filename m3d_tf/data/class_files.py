@@ -14,6 +14,7 @@ update). Fixed-size records are random access, which m3d_tf.data.stream samples 
 """
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -152,7 +153,7 @@ def write_class_files(chunks, directory, *, num_classes=None, fingerprint="", wh
 
     Raises:
         ValueError: no images, a chunk of another shape or dtype, pixels or labels out of range.
-        FileExistsError: `directory` exists.
+        FileExistsError: `directory` exists, or another process wrote it meanwhile.
     """
     directory = pathlib.Path(directory)
     if directory.exists():
@@ -201,7 +202,14 @@ def write_class_files(chunks, directory, *, num_classes=None, fingerprint="", wh
         index = {"format": CACHE_FORMAT, **dataclasses.asdict(class_files)}
         del index["directory"]
         (partial / _INDEX).write_text(json.dumps(index, indent=1) + "\n")
-        os.rename(partial, directory)
+        try:
+            os.rename(partial, directory)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            raise FileExistsError(
+                f"{directory} was written by another process meanwhile."
+            ) from e
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
