@@ -7,8 +7,10 @@ iterations per random model), and measures each set by ConvNet-3 networks traine
 tested on the held-out images. Successive halving spends the budget: every setting runs the first
 rung's iterations; the better half (by mean validation accuracy) continues to the next rung's
 iterations (the same condenser goes on, so rung r costs only its extra iterations), and so on.
-The winner's set is then trained for each of `--final-epochs` evaluation lengths, and the length
-with the best validation accuracy is chosen (the shorter on a tie).
+The winner is the best setting at the last rung; its iterations are the rung where its validation
+accuracy was best (a longer run can overshoot). Its set at those iterations is then trained for each
+of `--final-epochs` evaluation lengths, and the length with the best validation accuracy is chosen
+(the shorter on a tie, as for the iterations).
 
 Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl); run the same
 command again and it does only what is missing. The table goes to docs/benchmarks.md (a section
@@ -64,9 +66,13 @@ def survivors(scores, keep):
     return ranked[:max(1, math.ceil(keep * len(ranked)))]
 
 
-def choose_epochs(scores):
-    """The evaluation length with the best validation accuracy; the shorter on a tie."""
-    return min(scores, key=lambda epochs: (-scores[epochs], epochs))
+def best_shortest(scores):
+    """The length (iterations or epochs) with the best validation accuracy; the shorter on a tie.
+
+    Args:
+        scores: {length: mean validation accuracy}.
+    """
+    return min(scores, key=lambda length: (-scores[length], length))
 
 
 def _parser():
@@ -162,7 +168,7 @@ class Search:
         return value["mean"]
 
     def run(self, ipc):
-        """(winner Setting, chosen evaluation epochs)."""
+        """(winner Setting, chosen iterations, chosen evaluation epochs)."""
         a = self.args
         alive = grid(a.lr_scale, a.real_per_class, a.ipm)
         self.live = {}
@@ -172,15 +178,17 @@ class Search:
                 alive = survivors(scores, a.keep)
                 self.live = {s: v for s, v in self.live.items() if s in alive}
         winner = max(alive, key=lambda s: scores[s])
-        last = a.rungs[-1]
+        iterations = best_shortest({r: self.measure(ipc, winner, r, a.epochs) for r in a.rungs})
         synthetic = None
-        if any(self.ledger.get(self.trial_key(ipc, winner, last, e)) is None for e in a.final_epochs):
-            synthetic, _ = self.condensed(ipc, winner, last)
-        by_epochs = {e: self.measure(ipc, winner, last, e, synthetic) for e in a.final_epochs}
-        return winner, choose_epochs(by_epochs)
+        if any(self.ledger.get(self.trial_key(ipc, winner, iterations, e)) is None
+               for e in a.final_epochs):
+            synthetic, _ = self.condensed(ipc, winner, iterations)
+        by_epochs = {e: self.measure(ipc, winner, iterations, e, synthetic)
+                     for e in a.final_epochs}
+        return winner, iterations, best_shortest(by_epochs)
 
 
-def table(ledger, key, rungs, winner=None, epochs=None):
+def table(ledger, key, rungs, winner=None, iterations=None, epochs=None):
     """The markdown section of one search (recipe, IPC) from its ledger entries."""
     entries = ledger.entries(**key)
     lines = [
@@ -211,9 +219,9 @@ def table(ledger, key, rungs, winner=None, epochs=None):
         name = f"**{s.label()}**" if s == winner else s.label()
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {cost:.0f} |")
     if winner is not None:
-        finals = {ep: v for (i, ep), v in settings[winner].items() if i == rungs[-1]}
-        lines += ["", f"Chosen: {winner.label()}, {rungs[-1]} iterations; evaluation epochs on "
-                  "its set: " + ", ".join(f"{ep}: {100 * v['mean']:.2f} %"
+        finals = {ep: v for (i, ep), v in settings[winner].items() if i == iterations}
+        lines += ["", f"Chosen: {winner.label()}, {iterations} iterations (its best rung); "
+                  "evaluation epochs on that set: " + ", ".join(f"{ep}: {100 * v['mean']:.2f} %"
                                           for ep, v in sorted(finals.items()))
                   + f" -> {epochs} epochs."]
     return "\n".join(lines)
@@ -252,10 +260,11 @@ def main(argv=None):
                                    labels[validation], info))
     for ipc in args.ipc:
         started = time.time()
-        winner, epochs = search.run(ipc)
-        print(f"IPC {ipc}: chosen {winner.label()}, {epochs} evaluation epochs "
+        winner, iterations, epochs = search.run(ipc)
+        print(f"IPC {ipc}: chosen {winner.label()}, {iterations} iterations, {epochs} evaluation "
+              f"epochs "
               f"({(time.time() - started) / 60:.1f} min)", flush=True)
-        section = table(ledger, search.base_key(ipc), args.rungs, winner, epochs)
+        section = table(ledger, search.base_key(ipc), args.rungs, winner, iterations, epochs)
         section += (f"\n\nCommand: `{command}` (machine: {ledgers.machine()}; resumable: each "
                     f"trial is a line of {os.path.relpath(args.ledger, ROOT)}).")
         ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", section)

@@ -77,5 +77,6 @@ def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties():
     scores = dict(zip(settings, [0.5, 0.7, 0.7, 0.1]))
     assert search.survivors(scores, 0.5) == [settings[1], settings[2]]
     assert search.survivors(scores, 0.1) == [settings[1]]
-    assert search.choose_epochs({300: 0.8, 1000: 0.8}) == 300
-    assert search.choose_epochs({300: 0.8, 1000: 0.81}) == 1000
+    assert search.best_shortest({300: 0.8, 1000: 0.8}) == 300
+    assert search.best_shortest({300: 0.8, 1000: 0.81}) == 1000
+    assert search.best_shortest({100: 0.7, 200: 0.79, 400: 0.79, 800: 0.78}) == 200
