@@ -21,7 +21,9 @@ per recipe and IPC, replaced on every run). The test split is never read.
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
 import os
 import pathlib
@@ -98,6 +100,8 @@ def _parser():
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--table-only", action="store_true",
                         help="only write the tables of what the ledger holds (a search under way)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "search"),
+                        help="each setting's checkpoints and the set of each of its trials")
     return parser
 
 
@@ -123,13 +127,40 @@ class Search:
         return {**self.base_key(ipc), **dataclasses.asdict(setting), "iterations": iterations,
                 "epochs": epochs}
 
-    def condensed(self, ipc, setting, iterations):
-        """The set after `iterations`, continuing this setting's condenser when it has one."""
-        from m3d_tf import io, recipes
+    def setting_dir(self, ipc, setting):
+        """Where one setting's checkpoints and sets live: a name that changes with its key."""
+        key = {**self.base_key(ipc), **dataclasses.asdict(setting)}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+        return pathlib.Path(self.args.work) / f"{self.args.recipe}-ipc{ipc}-{digest}"
 
+    def condensed(self, ipc, setting, iterations):
+        """(the set after `iterations`, seconds spent condensing).
+
+        A set saved by an earlier trial is loaded. Otherwise this setting's condenser goes on:
+        the live one of this process, else the latest of its checkpoints (so a stopped search
+        resumes mid-trial), else a new one. Checkpoints are exact (m3d_tf.checkpoints): a
+        resumed trial gives the set an uninterrupted one would.
+        """
+        from m3d_tf import checkpoints, io, recipes
+
+        directory = self.setting_dir(ipc, setting)
+        saved = directory / f"set-{iterations}"
+        if (saved / "metadata.json").exists() and setting not in self.live:
+            return io.load_set(saved), 0.0
         condenser, done = self.live.get(setting, (None, 0))
         if done > iterations:
             condenser, done = None, 0
+        resume, callbacks = None, []
+        try:
+            step = checkpoints.latest_step(directory / "checkpoints")
+        except FileNotFoundError:
+            step = None
+        if condenser is None and step is not None and step <= iterations:
+            resume = directory / "checkpoints"
+        if step is None or step <= iterations:  # a longer run's checkpoints are kept
+            callbacks = [checkpoints.CheckpointCallback(
+                directory / "checkpoints", {**self.base_key(ipc), **dataclasses.asdict(setting)},
+                every=math.gcd(*self.args.rungs))]
         rate = setting.lr_scale * recipes.get_recipe(self.args.recipe).learning_rate_for(ipc)
         started = time.time()
         condenser, history = recipes.condense(
@@ -137,11 +168,13 @@ class Search:
             iterations=iterations, learning_rate=rate, seed=self.args.seed,
             condenser=condenser, initial_step=done, real_per_class=setting.real_per_class,
             ipm=setting.ipm, compute_dtype=self.base_key(ipc)["compute_dtype"],
+            resume_from=resume, callbacks=callbacks,
         )
         self.live[setting] = (condenser, iterations)
         final = history.get("mmd", [None])[-1]
         synthetic = io.SyntheticSet.from_condenser(condenser, self.info, iterations=iterations,
                                                    final_mmd=final, method=self.args.recipe)
+        io.save_set(saved, synthetic, overwrite=True)
         return synthetic, time.time() - started
 
     def measure(self, ipc, setting, iterations, epochs, synthetic=None):

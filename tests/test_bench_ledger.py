@@ -80,3 +80,42 @@ def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties():
     assert search.best_shortest({300: 0.8, 1000: 0.8}) == 300
     assert search.best_shortest({300: 0.8, 1000: 0.81}) == 1000
     assert search.best_shortest({100: 0.7, 200: 0.79, 400: 0.79, 800: 0.78}) == 200
+
+
+def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(fmnist_small,
+                                                                             tmp_path, monkeypatch):
+    # A search process that stops loses its live condensers; the next one continues a setting
+    # from its latest checkpoint and must reach the set an uninterrupted run reaches.
+    search = _bench("search")
+    from m3d_tf.data import DatasetInfo, channel_stats
+
+    mean, std = channel_stats(fmnist_small.x_train)
+    info = DatasetInfo(name="fashion_mnist", source="test", num_classes=10,
+                       image_shape=(28, 28, 1), class_names=tuple(fmnist_small.class_names),
+                       mean=tuple(mean), std=tuple(std),
+                       split_sizes={"train": len(fmnist_small.y_train)}, flip=True)
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, info)
+    setting = search.Setting(1.0, 8, 1)
+
+    def fresh(work):
+        args = search._parser().parse_args(["--rungs", "2", "4", "--work", str(work)])
+        return search.Search(args, None, data)
+
+    uninterrupted = fresh(tmp_path / "a")
+    uninterrupted.condensed(1, setting, 2)
+    expected = uninterrupted.condensed(1, setting, 4)[0].images
+
+    stopped = fresh(tmp_path / "b")
+    stopped.condensed(1, setting, 2)
+    directory = stopped.setting_dir(1, setting)
+    assert sorted(p.name for p in directory.iterdir()) == ["checkpoints", "set-2"]
+    resumed = fresh(tmp_path / "b")  # a new process: nothing live
+    from m3d_tf import recipes
+
+    calls, condense = [], recipes.condense
+    monkeypatch.setattr(recipes, "condense", lambda *a, **k: calls.append(k) or condense(*a, **k))
+    assert np.array_equal(resumed.condensed(1, setting, 4)[0].images, expected)
+    assert calls[0]["resume_from"] == directory / "checkpoints"  # 2 iterations, not 4
+    assert (directory / "set-4" / "metadata.json").exists()
+    loaded, seconds = fresh(tmp_path / "b").condensed(1, setting, 2)  # an earlier trial's set
+    assert seconds == 0.0 and loaded.metadata["iterations"] == 2
