@@ -74,9 +74,10 @@ def budget(method, ipc, dtype):
 
     if method not in CONDENSED:
         return {}
-    m3d = recipes.settings_for("m3d", ipc)
+    m3d = recipes.settings_for("m3d", ipc, "fashion_mnist")
     chosen = m3d if method == "m3d" else recipes.settings_for(
-        method, ipc, iterations=m3d["iterations"], real_per_class=m3d["real_per_class"])
+        method, ipc, "fashion_mnist", iterations=m3d["iterations"],
+        real_per_class=m3d["real_per_class"])
     return {**chosen, "compute_dtype": dtype}
 
 

@@ -396,13 +396,14 @@ class Executor(base_executor.BaseExecutor):
         check_parameters(exec_properties)
         overrides = {name: exec_properties[name] for name in OVERRIDES
                      if exec_properties.get(name) is not None}
-        iterations = exec_properties.get("iterations")
-        iterations = recipe.iterations if iterations is None else iterations
         check_split_names(examples)
-        real_per_class = overrides.get("real_per_class", recipe.real_per_class)
         with tempfile.TemporaryDirectory() as scratch:  # the per-class files of Split-train
             class_files, info = stream_training_examples(examples, os.path.join(scratch, "c"))
             info = declare_flip(info, exec_properties.get("flip"))
+            defaults = recipes.settings_for(recipe.name, exec_properties["ipc"], info.name)
+            iterations = exec_properties.get("iterations")
+            iterations = defaults["iterations"] if iterations is None else iterations
+            real_per_class = overrides.get("real_per_class", defaults["real_per_class"])
             eval_size = check_eval_examples(examples, info)
             check_class_sizes(class_files.counts, real_per_class)
             if devices:
@@ -445,7 +446,8 @@ class M3DCondense(base_component.BaseComponent):
         examples: a channel of standard Examples (DatasetGen's output).
         recipe: a key of m3d_tf.recipes.RECIPES: "m3d" or "dm".
         ipc: stored images per class.
-        iterations: condensation iterations (None: the recipe's).
+        iterations: condensation iterations (None: the recipe's, or its values chosen for the
+            dataset and IPC: m3d_tf.recipes.settings_for).
         seed: seed of every random draw.
         learning_rate: pixel learning rate (None: the recipe's for this ipc).
         factor, kernel, real_per_class, ipm, init: M3DCondenser arguments replacing the

@@ -92,7 +92,9 @@ def _parser():
     condense.add_argument("--out", required=True, help="directory of the saved set (must not exist)")
     condense.add_argument("--recipe", default="m3d", help="m3d (default) or dm")
     condense.add_argument("--kernel", help="gaussian_mix, linear, polynomial or rbf_fixed")
-    condense.add_argument("--iterations", type=_positive, help="default: the recipe's")
+    condense.add_argument("--iterations", type=_positive,
+                          help="default: the recipe's, or the values chosen for this dataset "
+                          "and IPC (m3d_tf.recipes.TUNED)")
     condense.add_argument("--factor", type=_positive, help="multi-formation factor")
     condense.add_argument("--real-per-class", type=_positive, help="real images per class per step")
     condense.add_argument("--ipm", type=_positive, help="iterations per random model")
@@ -313,8 +315,9 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
     }
     strategy = _strategy(getattr(args, "strategy", "default"))
     writer = distribute.is_writer(strategy)
-    chosen = recipes.get_recipe(recipe)
-    rate = chosen.learning_rate_for(args.ipc) if run["learning_rate"] is None else run["learning_rate"]
+    rate = run["learning_rate"]
+    if rate is None:
+        rate = recipes.settings_for(recipe, args.ipc, info.name)["learning_rate"]
     resume, start = getattr(args, "resume", False), 0
     if resume:
         saved = checkpoints.read_run(checkpoint_dir)
@@ -353,7 +356,8 @@ def _condense(args, real, info, *, out, recipe, iterations, quiet=False, **overr
     seconds = time.time() - started
     final = history.get("mmd", [None])[-1]
     synthetic = io.SyntheticSet.from_condenser(
-        condenser, info, iterations=iterations, final_mmd=final, method=chosen.method
+        condenser, info, iterations=iterations, final_mmd=final,
+        method=recipes.get_recipe(recipe).method,
     )
     formats = ("npz", "tfrecord") if getattr(args, "tfrecord", False) else ("npz",)
     if writer:
@@ -478,18 +482,19 @@ def cmd_condense(args):
     from m3d_tf import data, recipes
 
     _check_new_dir(args.out)
-    recipe = recipes.get_recipe(args.recipe)  # before the streaming pass
+    recipes.get_recipe(args.recipe)  # an unknown recipe fails before the streaming pass
     class_files, info = data.stream_source(args.dataset, "train", data_dir=args.data_dir,
                                            cache_dir=args.cache_dir, flip=args.flip)
     _announce_flip(info)
-    _check_class_sizes(class_files, args.real_per_class or recipe.real_per_class, args.dataset)
+    defaults = recipes.settings_for(args.recipe, args.ipc, info.name)
+    _check_class_sizes(class_files, args.real_per_class or defaults["real_per_class"], args.dataset)
     overrides = {
         k: v for k, v in dict(
             kernel=args.kernel, factor=args.factor, real_per_class=args.real_per_class,
             ipm=args.ipm, init=args.init, compute_dtype="bfloat16" if args.bf16 else None,
         ).items() if v is not None
     }
-    iterations = recipe.iterations if args.iterations is None else args.iterations
+    iterations = defaults["iterations"] if args.iterations is None else args.iterations
     synthetic, seconds = _condense(
         args, class_files, info, out=args.out, recipe=args.recipe, iterations=iterations,
         **overrides,

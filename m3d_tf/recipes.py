@@ -84,14 +84,16 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
         ipc: stored images per class.
         recipe: a key of RECIPES.
         seed: int seed.
-        **overrides: M3DCondenser arguments that replace the recipe's (e.g.
+        **overrides: M3DCondenser arguments that replace the recipe's (ipm and real_per_class:
+            settings_for's, chosen per dataset and IPC where there are chosen values; e.g.
             factor=1, real_per_class=64, kernel="polynomial").
     """
     chosen = get_recipe(recipe)
+    tuned = settings_for(recipe, ipc, info.name)
     kwargs = dict(
-        kernel=chosen.kernel, ipm=chosen.ipm, factor=chosen.factor,
+        kernel=chosen.kernel, ipm=tuned["ipm"], factor=chosen.factor,
         augmentation=chosen.augmentation, init=chosen.init,
-        real_per_class=chosen.real_per_class,
+        real_per_class=tuned["real_per_class"],
         flip=info.flips,
         mean=info.mean, std=info.std,
     )
@@ -115,8 +117,9 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
         info: m3d_tf.data.DatasetInfo of the data (classes, shape, mean/std, flip).
         ipc: stored images per class.
         recipe: a key of RECIPES.
-        iterations: default: the recipe's.
-        learning_rate: pixel learning rate; default: the recipe's for this ipc.
+        iterations: default: settings_for(recipe, ipc, info.name)'s (the values chosen for this
+            dataset and IPC, else the recipe's).
+        learning_rate: pixel learning rate; default: settings_for's, like iterations.
         seed: int seed of every draw (initialisation, nets, augmentation, batches).
         callbacks: keras callbacks (e.g. TensorBoardCallback, CheckpointCallback, progress).
         verbose: keras fit verbosity.
@@ -147,8 +150,8 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
     from m3d_tf import checkpoints
     from m3d_tf.data import ClassFiles, initialization_sample, streamed_batches
 
-    chosen = get_recipe(recipe)
-    iterations = chosen.iterations if iterations is None else iterations
+    defaults = settings_for(recipe, ipc, info.name)
+    iterations = defaults["iterations"] if iterations is None else iterations
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(
             f"iterations must be a positive integer. Received iterations={iterations!r}."
@@ -157,7 +160,7 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
     if condenser is None:
         with contextlib.nullcontext() if strategy is None else strategy.scope():
             condenser = build_condenser(info, ipc, recipe=recipe, seed=seed, **overrides)
-            rate = chosen.learning_rate_for(ipc) if learning_rate is None else learning_rate
+            rate = defaults["learning_rate"] if learning_rate is None else learning_rate
             if resume_from is None:
                 condenser.initialize(initialization_sample(
                     images, init=condenser.init, ipc=condenser.ipc, factor=condenser.factor,
@@ -183,25 +186,27 @@ def condense(images, labels, info, ipc, *, recipe="m3d", iterations=None, learni
     return condenser, history.history
 
 
-# Settings chosen per IPC on a validation split carved from the training split, never on test
-# (bench/search.py; its tables in docs/benchmarks.md "Validation search"). An IPC missing here
-# runs the recipe's defaults. Chosen on Fashion-MNIST.
+# Settings chosen per dataset and IPC on a validation split carved from the training split, never
+# on test (bench/search.py; its tables in docs/benchmarks.md "Validation search"):
+# TUNED[recipe][dataset name][ipc]. Another dataset or IPC runs the recipe's defaults.
 TUNED = {
-    "m3d": {
+    "m3d": {"fashion_mnist": {
         # Successive halving over lr x0.3/x1/x3, 64/128 real per class, ipm 1/5 at 100, 200,
         # 400, 800 iterations; the winner at 800 (lr x1, 128, ipm 1) was best at 400:
         # 79.87 % on 5,000 held-out training images, against 79.43 % at 800. Its set then
         # scored 80.31 % with 1,000 evaluation epochs against 79.87 % with 300: 1,000 it is.
         1: dict(iterations=400, real_per_class=128, ipm=1, learning_rate=1.0),
-    },
+    }},
 }
 
 
-def settings_for(recipe, ipc, **overrides):
+def settings_for(recipe, ipc, dataset=None, **overrides):
     """The condensation settings a recipe runs at `ipc`: iterations, real_per_class, ipm, lr.
 
-    The values chosen on a validation split for this IPC (TUNED) where there are some, else the
-    recipe's defaults; `overrides` replace either (e.g. DM run at M3D's iterations).
+    The values chosen on a validation split for this dataset (its DatasetInfo.name) and IPC
+    (TUNED) where there are some, else the recipe's defaults; `overrides` replace either (e.g. DM
+    run at M3D's iterations). Every default of build_condenser, condense, the `m3d` command and
+    the M3DCondense component comes from here.
 
     Returns:
         dict with keys iterations, real_per_class, ipm, learning_rate.
@@ -209,7 +214,7 @@ def settings_for(recipe, ipc, **overrides):
     chosen = get_recipe(recipe)
     settings = dict(iterations=chosen.iterations, real_per_class=chosen.real_per_class,
                     ipm=chosen.ipm, learning_rate=chosen.learning_rate_for(ipc))
-    settings.update(TUNED.get(recipe, {}).get(ipc, {}))
+    settings.update(TUNED.get(recipe, {}).get(dataset, {}).get(ipc, {}))
     unknown = sorted(set(overrides) - set(settings))
     if unknown:
         raise ValueError(f"settings_for: unknown setting(s) {unknown}; known: {sorted(settings)}.")

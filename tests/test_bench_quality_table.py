@@ -24,13 +24,13 @@ def _bench(name):
 def test_a_set_key_and_directory_change_with_the_budget(monkeypatch):
     quality = _bench("quality_table")
     m3d = quality.set_key("m3d", 10, 0, "bfloat16")
-    assert m3d["iterations"] == recipes.settings_for("m3d", 10)["iterations"]
+    assert m3d["iterations"] == recipes.settings_for("m3d", 10, "fashion_mnist")["iterations"]
     dm = quality.set_key("dm", 10, 0, "bfloat16")
     assert (dm["iterations"], dm["real_per_class"]) == (m3d["iterations"], m3d["real_per_class"])
     assert dm["learning_rate"] == recipes.get_recipe("dm").learning_rate
     assert quality.set_key("random", 10, 0, "bfloat16") == quality.set_key("random", 10, 0, "float32")
     before = quality.set_dir("/sets", m3d)
-    monkeypatch.setitem(recipes.TUNED, "m3d", {10: {"iterations": 123}})
+    monkeypatch.setitem(recipes.TUNED, "m3d", {"fashion_mnist": {10: {"iterations": 123}}})
     after = quality.set_dir("/sets", quality.set_key("m3d", 10, 0, "bfloat16"))
     assert before != after and after.name.startswith("ipc10-m3d-seed0-")
 
