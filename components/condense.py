@@ -449,7 +449,7 @@ class M3DCondense(base_component.BaseComponent):
         iterations: condensation iterations (None: the recipe's, or its values chosen for the
             dataset and IPC: m3d_tf.recipes.settings_for).
         seed: seed of every random draw.
-        learning_rate: pixel learning rate (None: the recipe's for this ipc).
+        learning_rate: pixel learning rate (None: settings_for's, like iterations).
         factor, kernel, real_per_class, ipm, init: M3DCondenser arguments replacing the
             recipe's (None: the recipe's). factor must divide the image size.
         devices: None or "": MirroredStrategy over every GPU the node sees (the default
