@@ -15,6 +15,7 @@ replacing the previous version of the same table and leaving the rest of the fil
 """
 
 import datetime
+import hashlib
 import json
 import os
 import pathlib
@@ -25,6 +26,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _canonical(key):
     return json.dumps(key, sort_keys=True)
+
+
+def digest(key):
+    """8 hex digits that change with anything in `key`: names a directory of work for a key."""
+    return hashlib.sha1(_canonical(key).encode()).hexdigest()[:8]
 
 
 def commit():

@@ -23,8 +23,6 @@ per class (its own kernel, schedule and learning rate).
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import os
 import pathlib
 import sys
@@ -92,8 +90,8 @@ def net_key(skey, arch, protocol, epochs, net):
 
 def set_dir(sets, skey):
     """A directory name that changes with anything the set depends on."""
-    digest = hashlib.sha1(json.dumps(skey, sort_keys=True).encode()).hexdigest()[:8]
-    return pathlib.Path(sets) / f"ipc{skey['ipc']}-{skey['method']}-seed{skey['seed']}-{digest}"
+    return pathlib.Path(sets) / (f"ipc{skey['ipc']}-{skey['method']}-seed{skey['seed']}-"
+                                 f"{ledgers.digest(skey)}")
 
 
 class Filler:

@@ -21,9 +21,7 @@ per recipe and IPC, replaced on every run). The test split is never read.
 
 import argparse
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
 import os
 import pathlib
@@ -123,15 +121,16 @@ class Search:
     def base_key(self, ipc):
         return search_key(self.args, ipc)
 
+    def setting_key(self, ipc, setting):
+        return {**self.base_key(ipc), **dataclasses.asdict(setting)}
+
     def trial_key(self, ipc, setting, iterations, epochs):
-        return {**self.base_key(ipc), **dataclasses.asdict(setting), "iterations": iterations,
-                "epochs": epochs}
+        return {**self.setting_key(ipc, setting), "iterations": iterations, "epochs": epochs}
 
     def setting_dir(self, ipc, setting):
         """Where one setting's checkpoints and sets live: a name that changes with its key."""
-        key = {**self.base_key(ipc), **dataclasses.asdict(setting)}
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        return pathlib.Path(self.args.work) / f"{self.args.recipe}-ipc{ipc}-{digest}"
+        return (pathlib.Path(self.args.work)
+                / f"{self.args.recipe}-ipc{ipc}-{ledgers.digest(self.setting_key(ipc, setting))}")
 
     def condensed(self, ipc, setting, iterations):
         """(the set after `iterations`, seconds spent condensing).
@@ -159,7 +158,7 @@ class Search:
             resume = directory / "checkpoints"
         if step is None or step <= iterations:  # a longer run's checkpoints are kept
             callbacks = [checkpoints.CheckpointCallback(
-                directory / "checkpoints", {**self.base_key(ipc), **dataclasses.asdict(setting)},
+                directory / "checkpoints", self.setting_key(ipc, setting),
                 every=math.gcd(*self.args.rungs))]
         rate = setting.lr_scale * recipes.get_recipe(self.args.recipe).learning_rate_for(ipc)
         started = time.time()
@@ -295,8 +294,7 @@ def main(argv=None):
         started = time.time()
         winner, iterations, epochs = search.run(ipc)
         print(f"IPC {ipc}: chosen {winner.label()}, {iterations} iterations, {epochs} evaluation "
-              f"epochs "
-              f"({(time.time() - started) / 60:.1f} min)", flush=True)
+              f"epochs ({(time.time() - started) / 60:.1f} min)", flush=True)
         section = table(ledger, search.base_key(ipc), args.rungs, winner, iterations, epochs)
         section += (f"\n\nCommand: `{command}` (machine: {ledgers.machine()}; resumable: each "
                     f"trial is a line of {os.path.relpath(args.ledger, ROOT)}).")
