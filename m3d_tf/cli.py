@@ -396,6 +396,9 @@ def _announce_flip(info):
         print(f"m3d: {note}", file=sys.stderr, flush=True)
 
 
+_OWN_KINDS = ("idx", "npz", "folder", "tfrecord")  # sources read from a path the user gave
+
+
 def _recorded_source(meta):
     """The source `m3d evaluate SET` reads by default: the data the set was condensed from.
 
@@ -411,9 +414,9 @@ def _recorded_source(meta):
     if kind == "tfds":
         return name if name in data.KNOWN_DATASETS else f"tfds:{name}"
     offline_copy = name in data.KNOWN_DATASETS and where == str(catalog.DEBIAN_FASHION_MNIST_DIR)
-    if kind not in ("idx", "npz", "folder", "tfrecord") or offline_copy:
+    if kind not in _OWN_KINDS or offline_copy:
         return name  # the catalogue's (Fashion-MNIST read from Debian's files), or unknown
-    if not _still_there(recorded):
+    if _moved(recorded):
         raise UsageError(
             f"the set was condensed from {recorded}, which is no longer there; pass --dataset "
             "with where those data are now."
@@ -421,11 +424,10 @@ def _recorded_source(meta):
     return recorded
 
 
-def _still_there(recorded):
-    """Whether own data recorded as "kind:where" still exist there (False for other sources)."""
+def _moved(recorded):
+    """Whether own data recorded as "kind:where" are no longer there (False for other sources)."""
     kind, _, where = recorded.partition(":")
-    return kind in ("idx", "npz", "folder", "tfrecord") and bool(
-        glob.glob(where.replace("{split}", "*")))
+    return kind in _OWN_KINDS and not glob.glob(where.replace("{split}", "*"))
 
 
 def _check_matches(synthetic, info, source):
@@ -451,9 +453,7 @@ def _check_same_data(synthetic, info, source, allow_other):
     if same and names == [str(c) for c in range(len(names))]:  # neither side names its classes
         # The recorded source, unless it has moved: `m3d evaluate` then asks for its new place.
         recorded = meta["dataset_source"]
-        same = recorded == info.source or (
-            recorded.partition(":")[0] in ("idx", "npz", "folder", "tfrecord")
-            and not _still_there(recorded))
+        same = recorded == info.source or _moved(recorded)
     if same or allow_other:
         return
     shown = lambda n: ", ".join(n[:4]) + (", ..." if len(n) > 4 else "")  # noqa: E731
