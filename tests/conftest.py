@@ -59,6 +59,18 @@ def fmnist_small():
     return FashionSmall(x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES)
 
 
+@pytest.fixture(scope="session")
+def fmnist_small_info(fmnist_small):
+    """The DatasetInfo of fmnist_small's training images, named fashion_mnist (flips allowed)."""
+    from m3d_tf.data import DatasetInfo, channel_stats
+
+    mean, std = channel_stats(fmnist_small.x_train)
+    return DatasetInfo(name="fashion_mnist", source="test", num_classes=10,
+                       image_shape=(28, 28, 1), class_names=tuple(fmnist_small.class_names),
+                       mean=tuple(mean), std=tuple(std),
+                       split_sizes={"train": len(fmnist_small.y_train)}, flip=True)
+
+
 @pytest.fixture
 def data_dirs(tmp_path):
     """DataDirs: an empty TFDS data_dir and m3d_tf cache_dir of one test."""

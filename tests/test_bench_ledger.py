@@ -82,19 +82,12 @@ def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties():
     assert search.best_shortest({100: 0.7, 200: 0.79, 400: 0.79, 800: 0.78}) == 200
 
 
-def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(fmnist_small,
-                                                                             tmp_path, monkeypatch):
+def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
     # A search process that stops loses its live condensers; the next one continues a setting
     # from its latest checkpoint and must reach the set an uninterrupted run reaches.
     search = _bench("search")
-    from m3d_tf.data import DatasetInfo, channel_stats
-
-    mean, std = channel_stats(fmnist_small.x_train)
-    info = DatasetInfo(name="fashion_mnist", source="test", num_classes=10,
-                       image_shape=(28, 28, 1), class_names=tuple(fmnist_small.class_names),
-                       mean=tuple(mean), std=tuple(std),
-                       split_sizes={"train": len(fmnist_small.y_train)}, flip=True)
-    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, info)
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
     setting = search.Setting(1.0, 8, 1)
 
     def fresh(work):

@@ -5,17 +5,8 @@ import dataclasses
 import numpy as np
 
 from m3d_tf import cli, io, recipes
-from m3d_tf.data import DatasetInfo, channel_stats
 
 CHOSEN = {"fashion_mnist": {1: dict(iterations=3, real_per_class=9, ipm=2, learning_rate=0.25)}}
-
-
-def _info(fmnist_small, name="fashion_mnist"):
-    mean, std = channel_stats(fmnist_small.x_train)
-    return DatasetInfo(name=name, source="test", num_classes=10, image_shape=(28, 28, 1),
-                       class_names=tuple(fmnist_small.class_names), mean=tuple(mean),
-                       std=tuple(std), split_sizes={"train": len(fmnist_small.y_train)},
-                       flip=True)
 
 
 def test_settings_for_takes_the_chosen_values_of_that_dataset_and_ipc_only(monkeypatch):
@@ -28,9 +19,10 @@ def test_settings_for_takes_the_chosen_values_of_that_dataset_and_ipc_only(monke
     assert recipes.settings_for("m3d", 1, "fashion_mnist", ipm=4)["ipm"] == 4
 
 
-def test_build_condenser_and_condense_default_to_the_chosen_values(monkeypatch, fmnist_small):
+def test_build_condenser_and_condense_default_to_the_chosen_values(monkeypatch, fmnist_small,
+                                                                  fmnist_small_info):
     monkeypatch.setitem(recipes.TUNED, "m3d", CHOSEN)
-    info = _info(fmnist_small)
+    info = fmnist_small_info
     built = recipes.build_condenser(info, 1)
     assert (built.ipm, built.real_per_class) == (2, 9)
     other = recipes.build_condenser(dataclasses.replace(info, name="mnist"), 1)
