@@ -3,7 +3,7 @@
 For one recipe and each IPC, holds out `--validation-per-class` training images of every class
 (m3d_tf.data.holdout_split), condenses the remaining training images with every setting of a
 small grid (pixel learning rate as a multiple of the recipe's, real images per class per step,
-iterations per random model), and measures each set by ConvNet-3 networks trained on it and
+iterations per random model, and with --factor the multi-formation factor), and measures each set by ConvNet-3 networks trained on it and
 tested on the held-out images. Successive halving spends the budget: every setting runs the first
 rung's iterations; the better half (by mean validation accuracy) continues to the next rung's
 iterations (the same condenser goes on, so rung r costs only its extra iterations), and so on.
@@ -37,19 +37,42 @@ from bench import ledger as ledgers  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One point of the grid: lr = lr_scale * the recipe's rate for the IPC."""
+    """One point of the grid: lr = lr_scale * the recipe's rate for the IPC.
+
+    factor: the multi-formation factor; None is the recipe's. A setting's key leaves None out,
+    so the settings of a search run before factor was a dimension keep their names.
+    """
 
     lr_scale: float
     real_per_class: int
     ipm: int
+    factor: int = None
 
     def label(self):
-        return f"lr x{self.lr_scale:g}, {self.real_per_class} real/class, ipm {self.ipm}"
+        factor = "" if self.factor is None else f", factor {self.factor}"
+        return f"lr x{self.lr_scale:g}, {self.real_per_class} real/class, ipm {self.ipm}{factor}"
+
+    def key(self):
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-def grid(lr_scales, real_per_class, ipms):
+def grid(lr_scales, real_per_class, ipms, factors=(None,)):
     """Every combination, in a fixed order."""
-    return [Setting(*values) for values in itertools.product(lr_scales, real_per_class, ipms)]
+    return [Setting(*values)
+            for values in itertools.product(lr_scales, real_per_class, ipms, factors)]
+
+
+def factors(given, recipe_factor):
+    """The grid's factors: the recipe's own as None (one setting, one name), in the given order.
+
+    Raises:
+        SystemExit: a factor below 1.
+    """
+    if given is None:
+        return [None]
+    if any(f < 1 for f in given):
+        sys.exit(f"--factor must be positive integers. Received {given}.")
+    return list(dict.fromkeys(None if f == recipe_factor else f for f in given))
 
 
 def survivors(scores, keep):
@@ -83,6 +106,9 @@ def _parser():
                         help="pixel learning rates, as multiples of the recipe's for the IPC")
     parser.add_argument("--real-per-class", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--ipm", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--factor", type=int, nargs="+",
+                        help="multi-formation factors (stored image -> factor^2 decoded images); "
+                        "default: the recipe's only")
     parser.add_argument("--rungs", type=int, nargs="+", default=[100, 200, 400, 800],
                         help="cumulative condensation iterations of each rung")
     parser.add_argument("--keep", type=float, default=0.5, help="fraction kept at each rung")
@@ -122,7 +148,7 @@ class Search:
         return search_key(self.args, ipc)
 
     def setting_key(self, ipc, setting):
-        return {**self.base_key(ipc), **dataclasses.asdict(setting)}
+        return {**self.base_key(ipc), **setting.key()}
 
     def trial_key(self, ipc, setting, iterations, epochs):
         return {**self.setting_key(ipc, setting), "iterations": iterations, "epochs": epochs}
@@ -161,13 +187,14 @@ class Search:
                 directory / "checkpoints", self.setting_key(ipc, setting),
                 every=math.gcd(*self.args.rungs))]
         rate = setting.lr_scale * recipes.get_recipe(self.args.recipe).learning_rate_for(ipc)
+        factor = {} if setting.factor is None else {"factor": setting.factor}
         started = time.time()
         condenser, history = recipes.condense(
             self.x_train, self.y_train, self.info, ipc, recipe=self.args.recipe,
             iterations=iterations, learning_rate=rate, seed=self.args.seed,
             condenser=condenser, initial_step=done, real_per_class=setting.real_per_class,
             ipm=setting.ipm, compute_dtype=self.base_key(ipc)["compute_dtype"],
-            resume_from=resume, callbacks=callbacks,
+            resume_from=resume, callbacks=callbacks, **factor,
         )
         self.live[setting] = (condenser, iterations)
         final = history.get("mmd", [None])[-1]
@@ -201,8 +228,11 @@ class Search:
 
     def run(self, ipc):
         """(winner Setting, chosen iterations, chosen evaluation epochs)."""
+        from m3d_tf import recipes
+
         a = self.args
-        alive = grid(a.lr_scale, a.real_per_class, a.ipm)
+        alive = grid(a.lr_scale, a.real_per_class, a.ipm, factors(
+            a.factor, recipes.get_recipe(a.recipe).factor))
         self.live = {}
         for rung, iterations in enumerate(a.rungs):
             scores = {s: self.measure(ipc, s, iterations, a.epochs) for s in alive}
@@ -232,15 +262,20 @@ def table(ledger, key, rungs, winner=None, iterations=None, epochs=None):
         f"{key['nets']} ConvNet-3 (IDC protocol) on the held-out images. Random nets in "
         f"{key['compute_dtype']}. The test split is not read.",
         "",
-        "| setting | " + " | ".join(f"{r} it" for r in rungs) + " | condense + evaluate (s) |",
-        "| --- |" + " --- |" * (len(rungs) + 1),
     ]
     settings = {}
     for e in entries:
         k = e["key"]
-        s = Setting(k["lr_scale"], k["real_per_class"], k["ipm"])
+        s = Setting(k["lr_scale"], k["real_per_class"], k["ipm"], k.get("factor"))
         settings.setdefault(s, {})[(k["iterations"], k["epochs"])] = e["value"]
     search_epochs = min((k[1] for v in settings.values() for k in v), default=None)
+    # Every rung of this command and of earlier rounds of the same search (other grids).
+    rungs = sorted(set(rungs) | {i for v in settings.values() for i, ep in v
+                                 if ep == search_epochs})
+    lines += [
+        "| setting | " + " | ".join(f"{r} it" for r in rungs) + " | condense + evaluate (s) |",
+        "| --- |" + " --- |" * (len(rungs) + 1),
+    ]
     for s, trials in sorted(settings.items(), key=lambda item: -max(
             (v["mean"] for (i, ep), v in item[1].items()), default=0)):
         cells = []

@@ -112,3 +112,28 @@ def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
     assert (directory / "set-4" / "metadata.json").exists()
     loaded, seconds = fresh(tmp_path / "b").condensed(1, setting, 2)  # an earlier trial's set
     assert seconds == 0.0 and loaded.metadata["iterations"] == 2
+
+
+def test_a_factor_is_a_setting_of_its_own_and_the_recipes_factor_keeps_the_old_names(
+        fmnist_small, fmnist_small_info, tmp_path):
+    search = _bench("search")
+    # The recipe's factor (m3d: 2) is the setting without a factor: the name and the trials of a
+    # search run before factor was a dimension.
+    assert search.factors(None, 2) == [None]
+    assert search.factors([1, 2, 1], 2) == [1, None]
+    with pytest.raises(SystemExit, match="--factor must be positive"):
+        search.factors([0], 2)
+    assert search.Setting(1.0, 128, 1).key() == {"lr_scale": 1.0, "real_per_class": 128, "ipm": 1}
+    assert search.Setting(1.0, 128, 1, 1).key()["factor"] == 1
+    assert search.grid([1.0], [128], [1], [1, None]) == [
+        search.Setting(1.0, 128, 1, 1), search.Setting(1.0, 128, 1)]
+
+    args = search._parser().parse_args(["--rungs", "2", "--work", str(tmp_path)])
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
+    runner = search.Search(args, None, data)
+    one, default = search.Setting(1.0, 8, 1, 1), search.Setting(1.0, 8, 1)
+    assert runner.setting_dir(1, one) != runner.setting_dir(1, default)
+    plain = runner.condensed(1, one, 2)[0]
+    mosaic = runner.condensed(1, default, 2)[0]
+    assert plain.metadata["factor"] == 1 and mosaic.metadata["factor"] == 2
+    assert len(plain.decoded()[0]) == 10 and len(mosaic.decoded()[0]) == 40
