@@ -5,6 +5,8 @@ method's sets (one per seed: condensed, or a random / herding subset at the same
 are trained on by fresh networks (ConvNet-3, IDC protocol, 1,000 epochs by default) and tested on
 the real 10,000-image test split; at IPC 10 also the DM protocol and two other architectures.
 Final-epoch accuracy, never the best epoch; mean ± std over every network of every set.
+--eval-dtype bfloat16 trains the evaluation networks in mixed precision (their own ledger entries);
+where the same network was also trained in float32, the pair goes into a parity table.
 
 Nothing is lost when a run stops: each set is saved under --sets as it is built, and each
 network's accuracy is a line of the ledger (bench/results/quality.jsonl) as soon as it is tested.
@@ -84,8 +86,10 @@ def set_key(method, ipc, seed, dtype):
             "seed": seed, **budget(method, ipc, dtype)}
 
 
-def net_key(skey, arch, protocol, epochs, net):
-    return {**skey, "arch": arch, "protocol": protocol, "epochs": epochs, "net": net}
+def net_key(skey, arch, protocol, epochs, net, eval_dtype="float32"):
+    """A network's ledger key. float32 evaluation (the published) has no eval_dtype in its key."""
+    key = {**skey, "arch": arch, "protocol": protocol, "epochs": epochs, "net": net}
+    return key if eval_dtype == "float32" else {**key, "eval_dtype": eval_dtype}
 
 
 def set_dir(sets, skey):
@@ -145,8 +149,9 @@ class Filler:
 
         for seed in row.seeds:
             skey = set_key(method, row.ipc, seed, self.args.dtype)
-            missing = [n for n in range(row.nets) if self.ledger.get(
-                net_key(skey, row.arch, row.protocol, self.args.epochs, n)) is None]
+            keys = {n: net_key(skey, row.arch, row.protocol, self.args.epochs, n,
+                               self.args.eval_dtype) for n in range(row.nets)}
+            missing = [n for n, key in keys.items() if self.ledger.get(key) is None]
             if not missing:
                 continue
             synthetic = self.synthetic(skey)
@@ -156,11 +161,13 @@ class Filler:
                 result = evaluate.evaluate_set(
                     synthetic, test_images, test_labels, protocol=row.protocol, arch=row.arch,
                     runs=1, first_run=net, epochs=self.args.epochs, seed=0,
+                    compute_dtype=self.args.eval_dtype,
                 )
                 seconds = time.time() - started
-                self.ledger.add(net_key(skey, row.arch, row.protocol, self.args.epochs, net),
+                self.ledger.add(keys[net],
                                 {"accuracy": result.accuracies[0], "seconds": round(seconds, 1)})
-                print(f"IPC {row.ipc} {method} seed {seed} {row.arch}/{row.protocol} net {net}: "
+                print(f"IPC {row.ipc} {method} seed {seed} {row.arch}/{row.protocol} "
+                      f"({self.args.eval_dtype}) net {net}: "
                       f"{100 * result.accuracies[0]:.2f} % ({seconds:.0f} s)", flush=True)
 
 
@@ -170,7 +177,7 @@ def _fmt_seconds(seconds):
     return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds:.0f} s"
 
 
-def table(ledger, plan, methods, epochs, dtype):
+def table(ledger, plan, methods, epochs, dtype, eval_dtype="float32"):
     """The markdown table of the plan from the ledger: what is there, and what is missing."""
     lines = [
         "| IPC | arch / protocol | method | budget | networks from sets | test accuracy (%) | "
@@ -182,7 +189,7 @@ def table(ledger, plan, methods, epochs, dtype):
             accuracies, builds, costs, sets = [], [], [], 0
             for seed in row.seeds:
                 skey = set_key(method, row.ipc, seed, dtype)
-                found = [ledger.get(net_key(skey, row.arch, row.protocol, epochs, n))
+                found = [ledger.get(net_key(skey, row.arch, row.protocol, epochs, n, eval_dtype))
                          for n in range(row.nets)]
                 found = [f for f in found if f is not None]
                 if found:
@@ -215,6 +222,40 @@ def table(ledger, plan, methods, epochs, dtype):
     return "\n".join(lines)
 
 
+def parity(ledger, epochs, eval_dtype):
+    """The markdown table of every network trained in both float32 and `eval_dtype`.
+
+    The two runs of a pair share the set, the initial weights and every random draw (shuffles,
+    augmentation, CutMix): they differ only in the network's arithmetic. None when there is no pair.
+    """
+    pairs = {}  # (ipc, arch, protocol, method) -> [(float32 entry, eval_dtype entry)]
+    for entry in ledger.entries(table="quality", epochs=epochs, eval_dtype=eval_dtype):
+        key = dict(entry["key"])
+        del key["eval_dtype"]
+        reference = ledger.get(key)
+        if reference is not None:
+            group = (key["ipc"], key["arch"], key["protocol"], key["method"])
+            pairs.setdefault(group, []).append((reference, entry["value"]))
+    if not pairs:
+        return None
+    lines = [
+        f"| IPC | arch / protocol | method | networks | float32 (%) | {eval_dtype} (%) | "
+        f"difference per network (points) | time {eval_dtype} / float32 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (ipc, arch, protocol, method), found in sorted(pairs.items()):
+        full = [100 * a["accuracy"] for a, _ in found]
+        fast = [100 * b["accuracy"] for _, b in found]
+        difference = ledgers.mean_std([b - a for a, b in zip(full, fast)])
+        ratio = sum(b["seconds"] for _, b in found) / sum(a["seconds"] for a, _ in found)
+        lines.append(
+            f"| {ipc} | {arch} / {protocol} | {method} | {len(found)} | "
+            "{:.2f} ± {:.2f} | {:.2f} ± {:.2f} | ".format(*ledgers.mean_std(full),
+                                                        *ledgers.mean_std(fast))
+            + "{:+.2f} ± {:.2f} | {:.2f} |".format(*difference, ratio))
+    return "\n".join(lines)
+
+
 def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=int, nargs="+", help="only these IPC rows")
@@ -225,6 +266,9 @@ def _parser():
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
                         help="random-net compute of the condensation (bfloat16: the fast mode, "
                         "parity measured in docs/benchmarks.md)")
+    parser.add_argument("--eval-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the evaluation networks' compute (float32: the published; "
+                        "bfloat16: mixed precision, its parity with float32 is its own table)")
     parser.add_argument("--sets", default=str(ROOT / "runs" / "quality" / "sets"))
     parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "quality.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -244,16 +288,28 @@ def write_table(args, ledger):
         f"ConvNet-3 unless named; {args.epochs} evaluation epochs; final-epoch accuracy on the "
         "real 10,000-image test split, mean ± std over every network of every set (sets are "
         "seeds of the condensation or of the subset's draw). Random nets of the condensation in "
-        f"{args.dtype}. 'networks from sets': what the ledger holds, of what the plan asks. "
+        f"{args.dtype}; evaluation networks in {args.eval_dtype}"
+        + (" (the published precision)" if args.eval_dtype == "float32" else
+           " (mixed precision: its parity with float32, measured on the same networks, is below)")
+        + ". 'networks from sets': what the ledger holds, of what the plan asks. "
         "Published numbers (1,000 epochs; m3d_reference.md) for context: DM and random under "
         "the DM protocol, IDC's in the idc row. Times are wall clock on a shared 2-core "
         "machine (the load of each line is in the ledger).\n\n"
-        + table(ledger, PLAN, METHODS, args.epochs, args.dtype)
+        + table(ledger, PLAN, METHODS, args.epochs, args.dtype, args.eval_dtype)
         + "\n\nFilled by `scripts/m3d-env run python bench/quality_table.py` (resumable; every set "
         "and network is a line of bench/results/quality.jsonl, with its commit, machine, load "
         "and time)."
     )
     ledgers.write_section(args.out, f"quality-table-{args.epochs}", text)
+    pairs = parity(ledger, args.epochs, "bfloat16")
+    if pairs is not None:
+        ledgers.write_section(args.out, f"quality-eval-parity-{args.epochs}", (
+            f"The same networks ({args.epochs} epochs, same sets, initial weights, shuffles, "
+            "augmentation and CutMix draws) trained in float32 and in bfloat16 mixed precision "
+            "(float32 weights, bfloat16 convolutions and matmuls); final test accuracy. "
+            "'difference': bfloat16 minus float32, mean ± std over the pairs.\n\n" + pairs
+            + "\n\nFilled by `scripts/m3d-env run python bench/quality_table.py --eval-dtype "
+            "bfloat16` over sets that also have float32 networks."))
 
 
 def main(argv=None):

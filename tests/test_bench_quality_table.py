@@ -44,7 +44,8 @@ def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_pa
     quality, ledgers = _bench("quality_table"), _bench("ledger")
     info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
                        (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
-    args = argparse.Namespace(sets=str(tmp_path / "sets"), epochs=2, dtype="bfloat16")
+    args = argparse.Namespace(sets=str(tmp_path / "sets"), epochs=2, dtype="bfloat16",
+                              eval_dtype="float32")
     path = tmp_path / "quality.jsonl"
     row = quality.Row(1, "mlp", "idc", (0, 1), 2)
     filler = quality.Filler(args, ledgers.Ledger(path))
@@ -64,3 +65,32 @@ def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_pa
     random_line = next(t for t in text.splitlines() if "| random |" in t)
     assert "| 4 from 2 of 4 from 2 |" in random_line and "±" in random_line
     assert "(not yet run)" in next(t for t in text.splitlines() if "| m3d |" in t)
+
+
+def test_bfloat16_networks_are_their_own_entries_paired_with_float32_in_the_parity_table(
+        fmnist_small, tmp_path):
+    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    skey = quality.set_key("random", 1, 0, "bfloat16")
+    assert "eval_dtype" not in quality.net_key(skey, "convnet", "idc", 1000, 0)  # old entries
+    assert quality.net_key(skey, "convnet", "idc", 1000, 0, "bfloat16")["eval_dtype"] == "bfloat16"
+
+    info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
+                       (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
+    path = tmp_path / "quality.jsonl"
+    row = quality.Row(1, "mlp", "idc", (0,), 2)
+    data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test,
+            fmnist_small.y_test)
+    ledger = ledgers.Ledger(path)
+    assert quality.parity(ledger, 2, "bfloat16") is None
+    for eval_dtype in ("float32", "bfloat16"):
+        args = argparse.Namespace(sets=str(tmp_path / "sets"), epochs=2, dtype="bfloat16",
+                                  eval_dtype=eval_dtype)
+        filler = quality.Filler(args, ledger)
+        filler._data = data
+        filler.fill(row, "random")
+    assert len(path.read_text().splitlines()) == 1 + 2 + 2  # one set, two networks in each dtype
+    for eval_dtype in ("float32", "bfloat16"):
+        text = quality.table(ledger, [row], ["random"], 2, "bfloat16", eval_dtype)
+        assert "| 2 from 1 of 2 from 1 |" in text
+    pairs = quality.parity(ledger, 2, "bfloat16").splitlines()
+    assert len(pairs) == 3 and pairs[2].startswith("| 1 | mlp / idc | random | 2 |")
