@@ -16,6 +16,8 @@ uninterrupted one.
 import json
 import os
 import pathlib
+import re
+import shutil
 
 import keras
 import numpy as np
@@ -117,7 +119,8 @@ def restore_checkpoint(condenser, directory):
 
 def _first_line(error):
     text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", text.strip())  # TF's "{{function_node ...}}"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_pixels(pixels, latest, how):
@@ -156,6 +159,10 @@ class CheckpointCallback(keras.callbacks.Callback):
             resume can check it continues the same run.
         every: iterations between checkpoints.
         max_to_keep: checkpoints kept (older ones are deleted).
+
+    Raises (from fit):
+        OSError: a checkpoint could not be written (a full disk, a file size limit); the message
+            names the iteration and the directory, and the earlier checkpoints are left whole.
     """
 
     def __init__(self, directory, run, *, every=100, max_to_keep=2):
@@ -182,8 +189,22 @@ class CheckpointCallback(keras.callbacks.Callback):
         if self._manager is None:  # a non-chief worker
             return
         step = int(self.model.optimizer.iterations.numpy())
-        if self._manager.latest_checkpoint != os.path.join(str(self.directory), f"ckpt-{step}"):
+        if self._manager.latest_checkpoint == os.path.join(str(self.directory), f"ckpt-{step}"):
+            return
+        kept = self._manager.latest_checkpoint
+        try:
             self._manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as error:
+            # The manager writes into ckpt-N_temp and records a checkpoint only once it is
+            # whole, so the earlier ones are intact; only the partial directory is ours to remove.
+            shutil.rmtree(self.directory / f"ckpt-{step}_temp", ignore_errors=True)
+            intact = ("no earlier checkpoint" if kept is None else
+                      f"the latest complete checkpoint, {os.path.basename(kept)}, is intact")
+            raise OSError(
+                f"could not write the checkpoint of iteration {step} to {self.directory} "
+                f"({_first_line(error)}); {intact}. Free space there (or checkpoint elsewhere) "
+                "and run again: it resumes from the latest complete checkpoint."
+            ) from error
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations.numpy()) % self.every == 0:

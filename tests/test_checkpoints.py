@@ -1,5 +1,10 @@
 """Exact resume: an interrupted and resumed condensation equals an uninterrupted one."""
 
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -73,3 +78,48 @@ def test_restore_errors(real, tmp_path):
     (tmp_path / "run.json").write_text("{oops")
     with pytest.raises(ValueError, match=r"is not valid JSON"):
         checkpoints.read_run(tmp_path)
+
+
+def test_a_checkpoint_that_cannot_be_written_says_so_and_keeps_the_earlier_ones(tmp_path):
+    # A real failed write: after the checkpoint of iteration 2, the process may write no file
+    # larger than 1,000 bytes (RLIMIT_FSIZE, as a full disk would stop it). A subprocess, so
+    # that the limit binds nothing of pytest's.
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        import keras, numpy as np
+        from m3d_tf import checkpoints, recipes
+        from m3d_tf.data import DatasetInfo
+
+        class Limit(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 1:  # after the checkpoint of iteration 2
+                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+
+        images = np.random.default_rng(0).integers(0, 256, (60, 28, 28, 1), dtype=np.uint8)
+        labels = np.repeat(np.arange(3), 20)
+        info = DatasetInfo("own", "npz:own", 3, (28, 28, 1), ("a", "b", "c"), (0.5,), (0.3,),
+                           {{"train": 60}})
+        hook = checkpoints.CheckpointCallback({str(tmp_path / "ckpt")!r}, {{"seed": 0}}, every=1)
+        try:
+            recipes.condense(images, labels, info, 2, iterations=5, real_per_class=8,
+                             net_width=16, callbacks=[hook, Limit()])
+        except OSError as error:
+            print("OSError:", error)
+            sys.exit(0)
+        sys.exit("no error")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=600, cwd=pathlib.Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"could not write the checkpoint of iteration 3 to {tmp_path / 'ckpt'} (" in
+            result.stdout)
+    assert "File too large" in result.stdout and "{{function_node" not in result.stdout
+    assert "the latest complete checkpoint, ckpt-2, is intact" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index",
+        "ckpt-2.data-00000-of-00001", "ckpt-2.index", "run.json"]  # no partial ckpt-3_temp
+    assert checkpoints.latest_step(tmp_path / "ckpt") == 2
