@@ -1,16 +1,17 @@
 """Settings search on a validation split carved from train: never on the test split.
 
 For one recipe and each IPC, holds out `--validation-per-class` training images of every class
-(m3d_tf.data.holdout_split), condenses the remaining training images with every setting of a
-small grid (pixel learning rate as a multiple of the recipe's, real images per class per step,
-iterations per random model, and with --factor the multi-formation factor), and measures each set by ConvNet-3 networks trained on it and
-tested on the held-out images. Successive halving spends the budget: every setting runs the first
-rung's iterations; the better half (by mean validation accuracy) continues to the next rung's
-iterations (the same condenser goes on, so rung r costs only its extra iterations), and so on.
-The winner is the best setting at the last rung; its iterations are the rung where its validation
-accuracy was best (a longer run can overshoot). Its set at those iterations is then trained for each
-of `--final-epochs` evaluation lengths, and the length with the best validation accuracy is chosen
-(the shorter on a tie, as for the iterations).
+(m3d_tf.data.holdout_split), condenses the remaining training images with every setting of a small
+grid (pixel learning rate as a multiple of the recipe's, real images per class per step, iterations
+per random model, and with --factor the multi-formation factor), and measures each set by ConvNet-3
+networks trained on it and tested on the held-out images (in float32, or with --eval-dtype bfloat16
+in mixed precision: a search of its own). Successive halving spends the budget: every setting runs
+the first rung's iterations; the better half (by mean validation accuracy) continues to the next
+rung's iterations (the same condenser goes on, so rung r costs only its extra iterations), and so
+on. The winner is the best setting at the last rung; its iterations are the rung where its
+validation accuracy was best (a longer run can overshoot). Its set at those iterations is then
+trained for each of `--final-epochs` evaluation lengths, and the length with the best validation
+accuracy is chosen (the shorter on a tie, as for the iterations).
 
 Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl); run the same
 command again and it does only what is missing. The table goes to docs/benchmarks.md (a section
@@ -120,6 +121,9 @@ def _parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--float32", action="store_true",
                         help="float32 random nets (default: bfloat16, the benchmarks' fast mode)")
+    parser.add_argument("--eval-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the validation networks' compute (bfloat16: mixed precision, "
+                        "1.4-1.5x faster here; parity with float32 in docs/benchmarks.md)")
     parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "search.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--table-only", action="store_true",
@@ -130,10 +134,15 @@ def _parser():
 
 
 def search_key(args, ipc):
-    """What every trial of one search (a recipe at one IPC) shares in its ledger key."""
-    return {"search": "validation", "dataset": "fashion_mnist", "recipe": args.recipe, "ipc": ipc,
-            "seed": args.seed, "validation_per_class": args.validation_per_class,
-            "compute_dtype": "float32" if args.float32 else "bfloat16", "nets": args.nets}
+    """What every trial of one search (a recipe at one IPC) shares in its ledger key.
+
+    float32 validation networks (the published precision, and every search before the choice
+    existed) leave eval_dtype out of the key.
+    """
+    key = {"search": "validation", "dataset": "fashion_mnist", "recipe": args.recipe, "ipc": ipc,
+           "seed": args.seed, "validation_per_class": args.validation_per_class,
+           "compute_dtype": "float32" if args.float32 else "bfloat16", "nets": args.nets}
+    return key if args.eval_dtype == "float32" else {**key, "eval_dtype": args.eval_dtype}
 
 
 class Search:
@@ -150,13 +159,20 @@ class Search:
     def setting_key(self, ipc, setting):
         return {**self.base_key(ipc), **setting.key()}
 
+    def condense_key(self, ipc, setting):
+        """What a setting's sets depend on: its key without the validation networks' dtype, so
+        a bfloat16 search reuses the sets and checkpoints of a float32 one."""
+        key = self.setting_key(ipc, setting)
+        key.pop("eval_dtype", None)
+        return key
+
     def trial_key(self, ipc, setting, iterations, epochs):
         return {**self.setting_key(ipc, setting), "iterations": iterations, "epochs": epochs}
 
     def setting_dir(self, ipc, setting):
         """Where one setting's checkpoints and sets live: a name that changes with its key."""
         return (pathlib.Path(self.args.work)
-                / f"{self.args.recipe}-ipc{ipc}-{ledgers.digest(self.setting_key(ipc, setting))}")
+                / f"{self.args.recipe}-ipc{ipc}-{ledgers.digest(self.condense_key(ipc, setting))}")
 
     def condensed(self, ipc, setting, iterations):
         """(the set after `iterations`, seconds spent condensing).
@@ -184,7 +200,7 @@ class Search:
             resume = directory / "checkpoints"
         if step is None or step <= iterations:  # a longer run's checkpoints are kept
             callbacks = [checkpoints.CheckpointCallback(
-                directory / "checkpoints", self.setting_key(ipc, setting),
+                directory / "checkpoints", self.condense_key(ipc, setting),
                 every=math.gcd(*self.args.rungs))]
         rate = setting.lr_scale * recipes.get_recipe(self.args.recipe).learning_rate_for(ipc)
         factor = {} if setting.factor is None else {"factor": setting.factor}
@@ -216,7 +232,7 @@ class Search:
             started = time.time()
             result = evaluate.evaluate_set(
                 synthetic, self.x_val, self.y_val, protocol="idc", runs=self.args.nets,
-                epochs=epochs, seed=self.args.seed,
+                epochs=epochs, seed=self.args.seed, compute_dtype=self.args.eval_dtype,
             )
             value = {"accuracies": list(result.accuracies), "mean": result.mean,
                      "condense_seconds": round(seconds, 1),
@@ -250,17 +266,25 @@ class Search:
         return winner, iterations, best_shortest(by_epochs)
 
 
+def search_trials(ledger, key):
+    """The ledger's trials of the search `key`: those with its validation networks' dtype."""
+    eval_dtype = key.get("eval_dtype", "float32")  # float32 trials have no eval_dtype
+    return [e for e in ledger.entries(**key)
+            if e["key"].get("eval_dtype", "float32") == eval_dtype]
+
+
 def table(ledger, key, rungs, winner=None, iterations=None, epochs=None):
     """The markdown section of one search (recipe, IPC) from its ledger entries."""
-    entries = ledger.entries(**key)
+    eval_dtype = key.get("eval_dtype", "float32")
+    entries = search_trials(ledger, key)
     lines = [
         f"### Validation search: {key['recipe']} at IPC {key['ipc']} ({key['dataset']})",
         "",
         "Validation: "
         f"{key['validation_per_class']} training images per class held out (seed {key['seed']}); "
         f"the sets are condensed from the rest; each number is the mean final accuracy of "
-        f"{key['nets']} ConvNet-3 (IDC protocol) on the held-out images. Random nets in "
-        f"{key['compute_dtype']}. The test split is not read.",
+        f"{key['nets']} ConvNet-3 (IDC protocol, {eval_dtype}) on the held-out images. Random "
+        f"nets in {key['compute_dtype']}. The test split is not read.",
         "",
     ]
     settings = {}
@@ -309,7 +333,7 @@ def main(argv=None):
     if args.table_only:
         for ipc in args.ipc:
             key = search_key(args, ipc)
-            if ledger.entries(**key):
+            if search_trials(ledger, key):
                 ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", table(
                     ledger, key, args.rungs) + f"\n\nUnder way, not finished: `{command}` "
                     "picks up where it stopped.")

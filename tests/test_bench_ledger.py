@@ -137,3 +137,27 @@ def test_a_factor_is_a_setting_of_its_own_and_the_recipes_factor_keeps_the_old_n
     mosaic = runner.condensed(1, default, 2)[0]
     assert plain.metadata["factor"] == 1 and mosaic.metadata["factor"] == 2
     assert len(plain.decoded()[0]) == 10 and len(mosaic.decoded()[0]) == 40
+
+
+def test_a_bfloat16_search_is_its_own_and_a_float32_one_keeps_its_keys(tmp_path):
+    search, ledgers = _bench("search"), _bench("ledger")
+    plain = search._parser().parse_args([])
+    fast = search._parser().parse_args(["--eval-dtype", "bfloat16"])
+    assert "eval_dtype" not in search.search_key(plain, 10)  # earlier searches' trials
+    assert search.search_key(fast, 10) == {**search.search_key(plain, 10),
+                                           "eval_dtype": "bfloat16"}
+    ledger = ledgers.Ledger(tmp_path / "search.jsonl")
+    for args, mean in ((plain, 0.8), (fast, 0.7)):
+        key = {**search.search_key(args, 10), **search.Setting(1.0, 128, 1).key(),
+               "iterations": 200, "epochs": 300}
+        ledger.add(key, {"accuracies": [mean], "mean": mean, "condense_seconds": 1.0,
+                         "evaluate_seconds": 1.0})
+    for args, cell in ((plain, "| 80.00 |"), (fast, "| 70.00 |")):
+        key = search.search_key(args, 10)
+        assert len(search.search_trials(ledger, key)) == 1
+        assert cell in search.table(ledger, key, [200])
+    # The sets and checkpoints do not depend on how they are scored: a bfloat16 search reuses them.
+    setting = search.Setting(1.0, 128, 1)
+    dirs = {search.Search(args, ledger, (None,) * 5).setting_dir(10, setting)
+            for args in (plain, fast)}
+    assert len(dirs) == 1
