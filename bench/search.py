@@ -123,7 +123,7 @@ def _parser():
                         help="float32 random nets (default: bfloat16, the benchmarks' fast mode)")
     parser.add_argument("--eval-dtype", default="float32", choices=("float32", "bfloat16"),
                         help="the validation networks' compute (bfloat16: mixed precision, "
-                        "1.4-1.5x faster here; parity with float32 in docs/benchmarks.md)")
+                        "1.3-1.7x faster here; parity with float32 in docs/benchmarks.md)")
     parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "search.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--table-only", action="store_true",

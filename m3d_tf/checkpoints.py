@@ -202,8 +202,9 @@ class CheckpointCallback(keras.callbacks.Callback):
                       f"the latest complete checkpoint, {os.path.basename(kept)}, is intact")
             raise OSError(
                 f"could not write the checkpoint of iteration {step} to {self.directory} "
-                f"({_first_line(error)}); {intact}. Free space there (or checkpoint elsewhere) "
-                "and run again: it resumes from the latest complete checkpoint."
+                f"({_first_line(error)}); {intact}. Free space there (or checkpoint elsewhere), "
+                "then resume from it: `m3d condense ... --resume`, or recipes.condense(..., "
+                "resume_from=the directory)."
             ) from error
 
     def on_train_batch_end(self, batch, logs=None):

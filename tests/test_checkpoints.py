@@ -119,6 +119,7 @@ def test_a_checkpoint_that_cannot_be_written_says_so_and_keeps_the_earlier_ones(
             result.stdout)
     assert "File too large" in result.stdout and "{{function_node" not in result.stdout
     assert "the latest complete checkpoint, ckpt-2, is intact" in result.stdout
+    assert "then resume from it: `m3d condense ... --resume`" in result.stdout
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index",
         "ckpt-2.data-00000-of-00001", "ckpt-2.index", "run.json"]  # no partial ckpt-3_temp
