@@ -145,12 +145,21 @@ def search_key(args, ipc):
     return key if args.eval_dtype == "float32" else {**key, "eval_dtype": args.eval_dtype}
 
 
+class Unfinished(Exception):
+    """A replay from the ledger alone (Search(..., data=None)) reached a trial not yet run."""
+
+
 class Search:
-    """Runs the successive halving of one recipe at one IPC, recording every trial."""
+    """Runs the successive halving of one recipe at one IPC, recording every trial.
+
+    With data=None it only replays the ledger: run() gives the search's choice when every trial
+    it needs is recorded, and raises Unfinished at the first that is not.
+    """
 
     def __init__(self, args, ledger, data):
         self.args, self.ledger = args, ledger
-        self.x_train, self.y_train, self.x_val, self.y_val, self.info = data
+        self.replay = data is None
+        self.x_train, self.y_train, self.x_val, self.y_val, self.info = data or (None,) * 5
         self.live = {}  # Setting -> (condenser, iterations it has run)
 
     def base_key(self, ipc):
@@ -225,6 +234,8 @@ class Search:
 
         key = self.trial_key(ipc, setting, iterations, epochs)
         value = self.ledger.get(key)
+        if value is None and self.replay:
+            raise Unfinished(f"{setting.label()}, {iterations} it, {epochs} ep")
         if value is None:
             seconds = 0.0
             if synthetic is None:
@@ -258,8 +269,9 @@ class Search:
         winner = max(alive, key=lambda s: scores[s])
         iterations = best_shortest({r: self.measure(ipc, winner, r, a.epochs) for r in a.rungs})
         synthetic = None
-        if any(self.ledger.get(self.trial_key(ipc, winner, iterations, e)) is None
-               for e in a.final_epochs):
+        if not self.replay and any(
+                self.ledger.get(self.trial_key(ipc, winner, iterations, e)) is None
+                for e in a.final_epochs):
             synthetic, _ = self.condensed(ipc, winner, iterations)
         by_epochs = {e: self.measure(ipc, winner, iterations, e, synthetic)
                      for e in a.final_epochs}
@@ -330,13 +342,20 @@ def main(argv=None):
         print(f"{args.ledger}: {ledger.torn} unreadable line(s) (a run killed mid-write) ignored")
     command = "scripts/m3d-env run python bench/search.py " + " ".join(
         a for a in (sys.argv[1:] if argv is None else argv) if a != "--table-only")
+    finished = (f"\n\nCommand: `{command}` (machine: {ledgers.machine()}; resumable: each "
+                f"trial is a line of {os.path.relpath(args.ledger, ROOT)}).")
     if args.table_only:
+        replay = Search(args, ledger, None)
         for ipc in args.ipc:
             key = search_key(args, ipc)
-            if search_trials(ledger, key):
-                ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", table(
-                    ledger, key, args.rungs) + f"\n\nUnder way, not finished: `{command}` "
-                    "picks up where it stopped.")
+            if not search_trials(ledger, key):
+                continue
+            try:
+                section = table(ledger, key, args.rungs, *replay.run(ipc)) + finished
+            except Unfinished:
+                section = (table(ledger, key, args.rungs) + f"\n\nUnder way, not finished: "
+                           f"`{command}` picks up where it stopped.")
+            ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", section)
         return
 
     from m3d_tf import data
@@ -355,9 +374,7 @@ def main(argv=None):
         print(f"IPC {ipc}: chosen {winner.label()}, {iterations} iterations, {epochs} evaluation "
               f"epochs ({(time.time() - started) / 60:.1f} min)", flush=True)
         section = table(ledger, search.base_key(ipc), args.rungs, winner, iterations, epochs)
-        section += (f"\n\nCommand: `{command}` (machine: {ledgers.machine()}; resumable: each "
-                    f"trial is a line of {os.path.relpath(args.ledger, ROOT)}).")
-        ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", section)
+        ledgers.write_section(args.out, f"search-{args.recipe}-ipc{ipc}", section + finished)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,34 @@ def test_a_bfloat16_search_is_its_own_and_a_float32_one_keeps_its_keys(tmp_path)
         assert cell in search.table(ledger, key, [200])
     # The sets and checkpoints do not depend on how they are scored: a bfloat16 search reuses them.
     setting = search.Setting(1.0, 128, 1)
-    dirs = {search.Search(args, ledger, (None,) * 5).setting_dir(10, setting)
+    dirs = {search.Search(args, ledger, None).setting_dir(10, setting)
             for args in (plain, fast)}
     assert len(dirs) == 1
+
+
+def test_a_replay_of_the_ledger_gives_a_finished_searchs_choice_and_stops_at_a_missing_trial(
+        tmp_path):
+    search, ledgers = _bench("search"), _bench("ledger")
+    args = search._parser().parse_args(["--ipc", "1", "--lr-scale", "1", "3", "--real-per-class",
+                                        "128", "--ipm", "1", "--rungs", "100", "200"])
+    ledger = ledgers.Ledger(tmp_path / "search.jsonl")
+    replay = search.Search(args, ledger, None)
+    slow, fast = search.Setting(1.0, 128, 1), search.Setting(3.0, 128, 1)
+
+    def record(setting, iterations, epochs, mean):
+        ledger.add(replay.trial_key(1, setting, iterations, epochs),
+                   {"accuracies": [mean], "mean": mean, "condense_seconds": 1.0,
+                    "evaluate_seconds": 1.0})
+
+    record(slow, 100, 300, 0.78)
+    record(fast, 100, 300, 0.79)  # the better half: fast goes on to 200
+    with pytest.raises(search.Unfinished, match="lr x3, 128 real/class, ipm 1, 200 it, 300 ep"):
+        replay.run(1)
+    record(fast, 200, 300, 0.785)  # worse than at 100: the choice is 100 iterations
+    with pytest.raises(search.Unfinished, match="100 it, 1000 ep"):  # its 1,000-epoch trial
+        replay.run(1)
+    record(fast, 100, 1000, 0.80)
+    assert replay.run(1) == (fast, 100, 1000)
+    text = search.table(ledger, search.search_key(args, 1), args.rungs, *replay.run(1))
+    assert "| **lr x3, 128 real/class, ipm 1** | 79.00 | 78.50 |" in text
+    assert "Chosen: lr x3, 128 real/class, ipm 1, 100 iterations" in text
