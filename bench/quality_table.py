@@ -314,7 +314,9 @@ def write_table(args, ledger):
             f"The same networks ({args.epochs} epochs, same sets, initial weights, shuffles, "
             "augmentation and CutMix draws) trained in float32 and in bfloat16 mixed precision "
             "(float32 weights, bfloat16 convolutions and matmuls); final test accuracy. "
-            "'difference': bfloat16 minus float32, mean ± std over the pairs.\n\n" + pairs
+            "'difference': bfloat16 minus float32, mean ± std over the pairs. 'time': the ratio "
+            "of their wall clocks, run at different loads of a shared machine (the controlled "
+            "speed measurement is 'Evaluation in float32 and bfloat16').\n\n" + pairs
             + "\n\nFilled by `scripts/m3d-env run python bench/quality_table.py` (bfloat16) over "
             "sets that also have networks from `... --eval-dtype float32`."))
 
