@@ -113,7 +113,8 @@ class Ledger:
         return None if entry is None else entry["value"]
 
     def entries(self, **match):
-        """Every entry whose key has all the items of `match` (latest line wins per key)."""
+        """Every entry whose key has all the items of `match` (latest line wins per key); a
+        None value matches keys without that item."""
         return [e for e in self._entries.values()
                 if all(e["key"].get(k) == v for k, v in match.items())]
 

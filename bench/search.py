@@ -279,10 +279,9 @@ class Search:
 
 
 def search_trials(ledger, key):
-    """The ledger's trials of the search `key`: those with its validation networks' dtype."""
-    eval_dtype = key.get("eval_dtype", "float32")  # float32 trials have no eval_dtype
-    return [e for e in ledger.entries(**key)
-            if e["key"].get("eval_dtype", "float32") == eval_dtype]
+    """The ledger's trials of the search `key`: those with its validation networks' dtype
+    (float32 trials have no eval_dtype, and None matches only those)."""
+    return ledger.entries(**{"eval_dtype": None, **key})
 
 
 def table(ledger, key, rungs, winner=None, iterations=None, epochs=None):
