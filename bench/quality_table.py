@@ -12,6 +12,9 @@ the pair goes into a parity table, the evidence that the two give the same accur
 
 Nothing is lost when a run stops: each set is saved under --sets as it is built, and each
 network's accuracy is a line of the ledger (bench/results/quality.jsonl) as soon as it is tested.
+A condensation (up to an hour at IPC 10) is checkpointed every --checkpoint-every iterations
+beside its set, so a stopped build resumes where it stopped and gives the set an uninterrupted
+one would; its build time is the sum of its runs.
 The same command run again builds and trains only what is missing, then rewrites the table in
 docs/benchmarks.md from every line of the ledger. Work is done cheapest first, so an interrupted
 run leaves whole rows rather than a scattering.
@@ -27,8 +30,10 @@ per class (its own kernel, schedule and learning rate).
 
 import argparse
 import dataclasses
+import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -100,6 +105,31 @@ def set_dir(sets, skey):
                                  f"{ledgers.digest(skey)}")
 
 
+def checkpoint_dir(directory):
+    """Where the condensation of the set at `directory` keeps its checkpoints until it is saved."""
+    return directory.with_name(directory.name + ".checkpoints")
+
+
+def _build_clock(path, every, before):
+    """A callback that writes the build's seconds so far (`before` plus this run's) to `path` at
+    every `every`-th iteration, after that iteration's checkpoint (it comes later in the list)."""
+    import keras
+
+    class BuildClock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started = time.time()
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            if step % every == 0:
+                temporary = path.with_name(path.name + ".tmp")
+                temporary.write_text(json.dumps(
+                    {"iteration": step, "seconds": before + time.time() - self.started}))
+                os.replace(temporary, path)
+
+    return BuildClock()
+
+
 class Filler:
     """Builds the missing sets and trains the missing networks of the plan, recording each."""
 
@@ -118,32 +148,61 @@ class Filler:
 
     def synthetic(self, skey):
         """The set of `skey`: loaded when saved, else built, saved and recorded."""
-        from m3d_tf import baselines, io, recipes
+        from m3d_tf import baselines, io
 
         directory = set_dir(self.args.sets, skey)
         if (directory / "metadata.json").exists():
             return io.load_set(directory)
         images, labels, info = self.data()[:3]
         method, ipc, seed = skey["method"], skey["ipc"], skey["seed"]
-        started = time.time()
+        started, before, extra = time.time(), 0.0, {}
         if method in CONDENSED:
-            settings = {k: skey[k] for k in ("iterations", "real_per_class", "ipm")}
-            condenser, history = recipes.condense(
-                images, labels, info, ipc, recipe=method, iterations=settings["iterations"],
-                learning_rate=skey["learning_rate"], seed=seed,
-                real_per_class=settings["real_per_class"], ipm=settings["ipm"],
-                compute_dtype=skey["compute_dtype"],
-            )
-            synthetic = io.SyntheticSet.from_condenser(
-                condenser, info, iterations=settings["iterations"],
-                final_mmd=history["mmd"][-1], method=method)
+            synthetic, before, extra = self._condensed(skey, directory)
         else:
             synthetic = baselines.baseline_set(method, images, labels, ipc, info, seed=seed)
-        seconds = time.time() - started
+        seconds = before + time.time() - started
         io.save_set(directory, synthetic)
-        self.ledger.add(skey, {"seconds": round(seconds, 1), "path": str(directory)})
+        self.ledger.add(skey, {"seconds": round(seconds, 1), "path": str(directory), **extra})
+        shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # the set is whole now
         print(f"built {directory.name} in {seconds:.0f} s", flush=True)
         return synthetic
+
+    def _condensed(self, skey, directory):
+        """(the condensed set of `skey`, seconds of earlier runs of its build, ledger extras).
+
+        Goes on from the build's latest checkpoint when a stopped run left one (the extras then
+        say at which iteration), else starts it; checkpoints every --checkpoint-every iterations.
+        """
+        from m3d_tf import checkpoints, io, recipes
+
+        images, labels, info = self.data()[:3]
+        saved = checkpoint_dir(directory)
+        clock = saved / "seconds.json"
+        try:
+            step = checkpoints.latest_step(saved)
+        except FileNotFoundError:
+            step = None
+        before, extra = 0.0, {}
+        if step is not None:
+            extra = {"resumed_at": step}
+            if clock.exists():
+                before = json.loads(clock.read_text())["seconds"]
+            print(f"resuming {directory.name} at iteration {step} of {skey['iterations']}",
+                  flush=True)
+        every = getattr(self.args, "checkpoint_every", 100)
+        callbacks = [checkpoints.CheckpointCallback(saved, skey, every=every),
+                     _build_clock(clock, every, before)]
+        condenser, history = recipes.condense(
+            images, labels, info, skey["ipc"], recipe=skey["method"],
+            iterations=skey["iterations"], learning_rate=skey["learning_rate"],
+            seed=skey["seed"], real_per_class=skey["real_per_class"], ipm=skey["ipm"],
+            compute_dtype=skey["compute_dtype"], callbacks=callbacks,
+            resume_from=None if step is None else saved,
+        )
+        synthetic = io.SyntheticSet.from_condenser(
+            condenser, info, iterations=skey["iterations"],
+            final_mmd=history.get("mmd", [None])[-1], method=skey["method"])
+        return synthetic, before, extra
 
     def fill(self, row, method):
         """Trains every missing network of one method in one row."""
@@ -273,6 +332,9 @@ def _parser():
                         "1.7x faster here, the same accuracy network by network: the parity "
                         "table; float32: the published precision)")
     parser.add_argument("--sets", default=str(ROOT / "runs" / "quality" / "sets"))
+    parser.add_argument("--checkpoint-every", type=int, default=100,
+                        help="iterations between a condensation's checkpoints (a stopped build "
+                        "resumes from the latest)")
     parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "quality.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--table-only", action="store_true",

@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -94,3 +95,55 @@ def test_bfloat16_networks_are_their_own_entries_paired_with_float32_in_the_pari
         assert "| 2 from 1 of 2 from 1 |" in text
     pairs = quality.parity(ledger, 2, "bfloat16").splitlines()
     assert len(pairs) == 3 and pairs[2].startswith("| 1 | mlp / idc | random | 2 |")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_build_resumes_from_its_checkpoint_and_gives_the_uninterrupted_set(
+        fmnist_small, tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    monkeypatch.setitem(recipes.TUNED, "m3d", {"fashion_mnist": {1: dict(
+        iterations=4, real_per_class=8, ipm=1, learning_rate=1.0)}})
+    info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
+                       (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
+    data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test,
+            fmnist_small.y_test)
+    skey = quality.set_key("m3d", 1, 0, "float32")
+
+    def filler(where):
+        args = argparse.Namespace(sets=str(tmp_path / where), epochs=1, dtype="float32",
+                                  eval_dtype="float32", checkpoint_every=2)
+        made = quality.Filler(args, ledgers.Ledger(tmp_path / f"{where}.jsonl"))
+        made._data = data
+        return made
+
+    whole = filler("whole").synthetic(skey)
+
+    class StopAfter3(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 3:
+                raise _Stop()
+
+    condense = recipes.condense
+    monkeypatch.setattr(recipes, "condense", lambda *a, callbacks=(), **k: condense(
+        *a, callbacks=[*callbacks, StopAfter3()], **k))
+    stopped = filler("stopped")
+    with pytest.raises(_Stop):
+        stopped.synthetic(skey)
+    directory = quality.set_dir(tmp_path / "stopped", skey)
+    saved = quality.checkpoint_dir(directory)
+    assert not directory.exists() and (saved / "ckpt-2.index").exists()
+    assert json.loads((saved / "seconds.json").read_text())["iteration"] == 2
+
+    monkeypatch.setattr(recipes, "condense", condense)
+    resumed = filler("stopped").synthetic(skey)
+    np.testing.assert_array_equal(resumed.images, whole.images)
+    assert not saved.exists() and (directory / "metadata.json").exists()
+    value = ledgers.Ledger(tmp_path / "stopped.jsonl").get(skey)
+    assert value["resumed_at"] == 2 and value["seconds"] > 0
+    assert "resumed_at" not in ledgers.Ledger(tmp_path / "whole.jsonl").get(skey)
