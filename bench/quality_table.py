@@ -50,6 +50,7 @@ PUBLISHED = {  # ConvNet-3, Fashion-MNIST, m3d_reference.md section 7 (IPC 1 / 1
 }
 METHODS = ("m3d", "dm", "random", "herding")
 CONDENSED = ("m3d", "dm")
+CHECKPOINT_EVERY = 100  # iterations between a condensation's checkpoints (--checkpoint-every)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Filler:
                 before = json.loads(clock.read_text())["seconds"]
             print(f"resuming {directory.name} at iteration {step} of {skey['iterations']}",
                   flush=True)
-        every = getattr(self.args, "checkpoint_every", 100)
+        every = getattr(self.args, "checkpoint_every", CHECKPOINT_EVERY)
         callbacks = [checkpoints.CheckpointCallback(saved, skey, every=every),
                      _build_clock(clock, every, before)]
         condenser, history = recipes.condense(
@@ -332,7 +333,7 @@ def _parser():
                         "1.7x faster here, the same accuracy network by network: the parity "
                         "table; float32: the published precision)")
     parser.add_argument("--sets", default=str(ROOT / "runs" / "quality" / "sets"))
-    parser.add_argument("--checkpoint-every", type=int, default=100,
+    parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
                         help="iterations between a condensation's checkpoints (a stopped build "
                         "resumes from the latest)")
     parser.add_argument("--ledger", default=str(ROOT / "bench" / "results" / "quality.jsonl"))
