@@ -123,7 +123,7 @@ class Ledger:
         entry = {"key": key, "value": value,
                  "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "commit": commit(), "machine": machine(),
-                 "load": round(os.getloadavg()[0], 1), **extra}
+                 "load": round(os.getloadavg()[0], 1), "threads": threads(), **extra}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry, sort_keys=True)
         with open(self.path, "ab+") as handle:
@@ -136,6 +136,15 @@ class Ledger:
             os.fsync(handle.fileno())
         self._entries[_canonical(key)] = entry
         return entry
+
+
+def threads():
+    """TensorFlow's intra-op threads in this process: TF_NUM_INTRAOP_THREADS, else "default".
+
+    Recorded with each entry beside the load: a network trained with one thread does its sums in
+    another order than one with two (bench/threads.py), so its last digits may differ.
+    """
+    return os.environ.get("TF_NUM_INTRAOP_THREADS") or "default"
 
 
 def write_section(path, name, text):

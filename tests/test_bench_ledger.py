@@ -57,6 +57,17 @@ def test_ledger_keeps_finished_entries_and_survives_a_torn_line(tmp_path):
     assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
 
 
+def test_an_entry_records_the_tensorflow_threads_it_ran_with(tmp_path, monkeypatch):
+    ledger = _bench("ledger")
+    book = ledger.Ledger(tmp_path / "l.jsonl")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    assert book.add({"run": 0}, {})["threads"] == "default"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    book.add({"run": 1}, {})
+    lines = [json.loads(line) for line in (tmp_path / "l.jsonl").read_text().splitlines()]
+    assert [line["threads"] for line in lines] == ["default", "1"]
+
+
 def test_write_section_replaces_only_its_own_block(tmp_path):
     ledger = _bench("ledger")
     doc = tmp_path / "b.md"
