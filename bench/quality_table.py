@@ -19,6 +19,10 @@ The same command run again builds and trains only what is missing, then rewrites
 docs/benchmarks.md from every line of the ledger. Work is done cheapest first, so an interrupted
 run leaves whole rows rather than a scattering.
 
+Two long jobs side by side on these 2 cores (this one beside a search, say) do more work per hour
+with one TensorFlow thread each: prefix each with TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+(bench/threads.py: evaluation does 1.19x the work of one job alone, 1.06x at default threads).
+
 The condensation budget of m3d at each IPC is its recipe's, chosen on a validation split by
 bench/search.py (m3d_tf/recipes.py TUNED); dm runs the same iterations with the same real images
 per class (its own kernel, schedule and learning rate).

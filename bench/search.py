@@ -17,6 +17,10 @@ Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl);
 command again and it does only what is missing. The table goes to docs/benchmarks.md (a section
 per recipe and IPC, replaced on every run). The test split is never read.
 
+Two long jobs side by side on these 2 cores (the table beside a search, say) do more work per hour
+with one TensorFlow thread each: prefix each with TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+(bench/threads.py: evaluation does 1.19x the work of one job alone, 1.06x at default threads).
+
     scripts/m3d-env run python bench/search.py --ipc 1
 """
 
