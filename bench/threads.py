@@ -73,18 +73,25 @@ def side_by_side(work, jobs, threads, args):
     children = [subprocess.Popen(common + ["--run", str(run)], env=env, stdout=subprocess.PIPE,
                                  stderr=logs[run], text=True) for run in range(jobs)]
     results = []
-    for run, process in enumerate(children):
-        out, _ = process.communicate()
-        logs[run].seek(0)
-        err = logs[run].read()
-        logs[run].close()
-        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-        if process.returncode or not lines:
-            tail = "\n".join(err.splitlines()[-15:])
-            raise SystemExit(f"{work} job {run} failed (exit {process.returncode}); the end of "
-                             f"its stderr:\n{tail}")
-        seconds, accuracy = lines[-1].split()[1:]
-        results.append((float(seconds), float(accuracy)))
+    try:
+        for run, process in enumerate(children):
+            out, _ = process.communicate()
+            logs[run].seek(0)
+            err = logs[run].read()
+            lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+            if process.returncode or not lines:
+                tail = "\n".join(err.splitlines()[-15:])
+                raise SystemExit(f"{work} job {run} failed (exit {process.returncode}); the end "
+                                 f"of its stderr:\n{tail}")
+            seconds, accuracy = lines[-1].split()[1:]
+            results.append((float(seconds), float(accuracy)))
+    finally:  # one job failed (or we were interrupted): its siblings stop with it
+        for process in children:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
     return results
 
 
