@@ -63,11 +63,8 @@ def main(argv=None):
             lines.append(f"| {name} | {count} | {dtype} | {sum(seconds[dtype]) / args.runs:.3f} | "
                          f"{100 * mean:.2f} ± {100 * std:.2f} | "
                          f"{', '.join(f'{100 * a:.2f}' for a in results[dtype])} |")
-    command = "scripts/m3d-env run python bench/eval_speed.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    text = (f"### Evaluation in float32 and bfloat16\n\nCommand: `{command}` (commit "
-            f"{ledgers.commit()}, {ledgers.machine()}, load average {os.getloadavg()[0]:.1f} at "
-            f"the end, {(time.time() - started) / 60:.0f} min). ConvNet-3, {args.protocol} "
+    text = (f"### Evaluation in float32 and bfloat16\n\n"
+            f"{ledgers.command_line('eval_speed.py', argv, started)}. ConvNet-3, {args.protocol} "
             f"protocol, {args.epochs} epochs; the two dtypes alternate run by run.\n\n"
             + "\n".join(lines))
     ledgers.write_section(args.out, "eval-speed", text)

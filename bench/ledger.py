@@ -20,6 +20,8 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -145,6 +147,18 @@ def threads():
     another order than one with two (bench/threads.py), so its last digits may differ.
     """
     return os.environ.get("TF_NUM_INTRAOP_THREADS") or "default"
+
+
+def command_line(script, argv, started):
+    """'Command: `...` (commit, machine, load average at the end, minutes)' for a docs section.
+
+    `script` is the bench script's file name, `argv` its arguments (None: this process's own),
+    `started` the time.time() at which the measurement began.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    command = " ".join(["scripts/m3d-env run python", f"bench/{script}", *args])
+    return (f"Command: `{command}` (commit {commit()}, {machine()}, load average "
+            f"{os.getloadavg()[0]:.1f} at the end, {(time.time() - started) / 60:.0f} min)")
 
 
 def write_section(path, name, text):

@@ -127,11 +127,8 @@ def main(argv=None):
                          f"{', '.join(f'{s:.3f}' for s, _ in results)} | {rate:.3f} | "
                          f"{rate / alone:.2f}x | {accuracies} |")
             print(lines[-1], flush=True)
-    command = "scripts/m3d-env run python bench/threads.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    text = (f"### Two jobs on two cores: threads per job\n\nCommand: `{command}` (commit "
-            f"{ledgers.commit()}, {ledgers.machine()}, load average {os.getloadavg()[0]:.1f} at "
-            f"the end, {(time.time() - started) / 60:.0f} min). Evaluation: ConvNet-3, IDC "
+    text = (f"### Two jobs on two cores: threads per job\n\n"
+            f"{ledgers.command_line('threads.py', argv, started)}. Evaluation: ConvNet-3, IDC "
             f"protocol, bfloat16, {args.epochs} epochs on a random subset of {args.ipc} images "
             f"per class (the 'accuracy' column: each job's network, job i is network i). "
             f"Condensation: M3D at IPC {args.condense_ipc}, bfloat16 random nets, "

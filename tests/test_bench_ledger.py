@@ -68,6 +68,17 @@ def test_an_entry_records_the_tensorflow_threads_it_ran_with(tmp_path, monkeypat
     assert [line["threads"] for line in lines] == ["default", "1"]
 
 
+def test_a_command_line_names_the_script_its_arguments_and_the_run(monkeypatch):
+    ledger = _bench("ledger")
+    monkeypatch.setattr(ledger, "commit", lambda: "abc1234")
+    monkeypatch.setattr(ledger, "machine", lambda: "AMD EPYC, 2 cores")
+    monkeypatch.setattr(ledger.os, "getloadavg", lambda: (2.34, 0.0, 0.0))
+    monkeypatch.setattr(ledger.time, "time", lambda: 1000.0 + 7 * 60)
+    assert ledger.command_line("threads.py", ["--ipc", "40"], 1000.0) == (
+        "Command: `scripts/m3d-env run python bench/threads.py --ipc 40` (commit abc1234, "
+        "AMD EPYC, 2 cores, load average 2.3 at the end, 7 min)")
+
+
 def test_write_section_replaces_only_its_own_block(tmp_path):
     ledger = _bench("ledger")
     doc = tmp_path / "b.md"
