@@ -252,3 +252,38 @@ def test_skipped_tfx_test_is_reported_as_failure(pytester):
     result = pytester.runpytest_subprocess("-ra")
     result.assert_outcomes(failed=1, passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*test_tfx_skipped*marked tfx and was skipped (tfx not importable)*"])
+
+
+def _unshared(shared, *args):
+    """scripts/m3d-env's check of a command's host paths (chroot mode): (path, dir to bind) or None."""
+    result = subprocess.run(["bash", str(PROJECT / "scripts" / "m3d-env"), "__unshared", *shared,
+                             "--", *args], capture_output=True, text=True, timeout=60, check=True)
+    line = result.stdout.strip()
+    return tuple(line.split("\t")) if line else None
+
+
+def test_m3d_env_names_a_host_path_the_root_would_not_see(tmp_path):
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    project.mkdir()
+    (outside / "sets").mkdir(parents=True)
+    shared = [str(project), "/var/cache/uv"]
+    # A new output under an existing host directory: bind that directory.
+    assert _unshared(shared, "m3d", "condense", "--out", f"{outside}/sets/new") == (
+        f"{outside}/sets/new", f"{outside}/sets")
+    # An existing directory: bind it; --name=PATH and SCHEME:PATH are paths too.
+    assert _unshared(shared, f"--ledger={outside}/sets") == (f"{outside}/sets", f"{outside}/sets")
+    assert _unshared(shared, "--dataset", f"idx:{outside}/sets") == (
+        f"{outside}/sets", f"{outside}/sets")
+    # A relative path that climbs out of the project is resolved against the project root.
+    assert _unshared(shared, "../elsewhere")[0] == str(PROJECT.parent / "elsewhere")
+    # A sibling whose name only starts like a shared directory is not inside it.
+    assert _unshared(shared, f"{project}x/out") == (f"{project}x/out", f"{project}x")
+
+
+def test_m3d_env_lets_shared_system_and_non_path_arguments_through(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    assert _unshared([str(project)], "python", "-m", "m3d_tf", "condense", "--ipc", "10",
+                     f"--out={project}/runs/a", str(project), f"folder:{project}/imgs",
+                     "/usr/bin/python3", "/opt/venv/bin/python", "/etc/hosts",
+                     "gs://bucket/root", "bench/quality.py", "-k", "a or b") is None
