@@ -149,15 +149,19 @@ def threads():
     return os.environ.get("TF_NUM_INTRAOP_THREADS") or "default"
 
 
+def command(script, argv, omit=()):
+    """The command that runs bench/`script` with `argv` (None: this process's own arguments),
+    less the flags in `omit` (e.g. one that only rewrites the docs)."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in omit]
+    return " ".join(["scripts/m3d-env run python", f"bench/{script}", *args])
+
+
 def command_line(script, argv, started):
     """'Command: `...` (commit, machine, load average at the end, minutes)' for a docs section.
 
-    `script` is the bench script's file name, `argv` its arguments (None: this process's own),
-    `started` the time.time() at which the measurement began.
+    `script` and `argv` as in `command`; `started` the time.time() at which the measurement began.
     """
-    args = sys.argv[1:] if argv is None else argv
-    command = " ".join(["scripts/m3d-env run python", f"bench/{script}", *args])
-    return (f"Command: `{command}` (commit {commit()}, {machine()}, load average "
+    return (f"Command: `{command(script, argv)}` (commit {commit()}, {machine()}, load average "
             f"{os.getloadavg()[0]:.1f} at the end, {(time.time() - started) / 60:.0f} min)")
 
 

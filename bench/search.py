@@ -343,8 +343,7 @@ def main(argv=None):
     ledger = ledgers.Ledger(args.ledger)
     if ledger.torn:
         print(f"{args.ledger}: {ledger.torn} unreadable line(s) (a run killed mid-write) ignored")
-    command = "scripts/m3d-env run python bench/search.py " + " ".join(
-        a for a in (sys.argv[1:] if argv is None else argv) if a != "--table-only")
+    command = ledgers.command("search.py", argv, omit=("--table-only",))
     finished = (f"\n\nCommand: `{command}` (machine: {ledgers.machine()}; resumable: each "
                 f"trial is a line of {os.path.relpath(args.ledger, ROOT)}).")
     if args.table_only:

@@ -79,6 +79,12 @@ def test_a_command_line_names_the_script_its_arguments_and_the_run(monkeypatch):
         "AMD EPYC, 2 cores, load average 2.3 at the end, 7 min)")
 
 
+def test_a_command_leaves_out_the_flags_it_is_told_to():
+    ledger = _bench("ledger")
+    assert ledger.command("search.py", ["--ipc", "50", "--table-only"], omit=("--table-only",)) == (
+        "scripts/m3d-env run python bench/search.py --ipc 50")
+
+
 def test_write_section_replaces_only_its_own_block(tmp_path):
     ledger = _bench("ledger")
     doc = tmp_path / "b.md"
