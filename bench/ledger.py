@@ -140,6 +140,58 @@ class Ledger:
         return entry
 
 
+class Clock:
+    """Seconds a resumable job had spent when it reached each step, in a small JSON file beside
+    its checkpoints ({"seconds": {step: seconds}}), so that a run stopped and resumed in another
+    process still reports its whole cost.
+
+    Args:
+        path: the file; written aside and renamed, so a kill leaves the previous version.
+    """
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+
+    def read(self):
+        """{step: seconds} recorded so far (empty when the file does not exist)."""
+        if not self.path.exists():
+            return {}
+        data = json.loads(self.path.read_text())
+        if "iteration" in data:  # the one-step form quality_table.py wrote before 2026-12-03
+            return {int(data["iteration"]): float(data["seconds"])}
+        return {int(step): float(seconds) for step, seconds in data["seconds"].items()}
+
+    def at(self, step):
+        """The seconds recorded at `step` (0 at step 0), or None."""
+        return 0.0 if step == 0 else self.read().get(step)
+
+    def record(self, step, seconds):
+        entries = {**self.read(), step: seconds}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        aside = self.path.with_name(self.path.name + ".tmp")
+        aside.write_text(json.dumps({"seconds": {str(k): round(v, 3)
+                                                 for k, v in sorted(entries.items())}}))
+        os.replace(aside, self.path)
+
+    def callback(self, every, before):
+        """A keras callback that records `before` plus the seconds since its fit began at every
+        `every`-th step."""
+        import keras
+
+        clock = self
+
+        class Ticking(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.time()
+
+            def on_train_batch_end(self, batch, logs=None):
+                step = int(self.model.optimizer.iterations.numpy())
+                if step % every == 0:
+                    clock.record(step, before + time.time() - self.started)
+
+        return Ticking()
+
+
 def threads():
     """TensorFlow's intra-op threads in this process: TF_NUM_INTRAOP_THREADS, else "default".
 

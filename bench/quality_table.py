@@ -34,7 +34,6 @@ per class (its own kernel, schedule and learning rate).
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
@@ -115,26 +114,6 @@ def checkpoint_dir(directory):
     return directory.with_name(directory.name + ".checkpoints")
 
 
-def _build_clock(path, every, before):
-    """A callback that writes the build's seconds so far (`before` plus this run's) to `path` at
-    every `every`-th iteration, after that iteration's checkpoint (it comes later in the list)."""
-    import keras
-
-    class BuildClock(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.started = time.time()
-
-        def on_train_batch_end(self, batch, logs=None):
-            step = int(self.model.optimizer.iterations.numpy())
-            if step % every == 0:
-                temporary = path.with_name(path.name + ".tmp")
-                temporary.write_text(json.dumps(
-                    {"iteration": step, "seconds": before + time.time() - self.started}))
-                os.replace(temporary, path)
-
-    return BuildClock()
-
-
 class Filler:
     """Builds the missing sets and trains the missing networks of the plan, recording each."""
 
@@ -182,7 +161,7 @@ class Filler:
 
         images, labels, info = self.data()[:3]
         saved = checkpoint_dir(directory)
-        clock = saved / "seconds.json"
+        clock = ledgers.Clock(saved / "seconds.json")
         try:
             step = checkpoints.latest_step(saved)
         except FileNotFoundError:
@@ -190,13 +169,12 @@ class Filler:
         before, extra = 0.0, {}
         if step is not None:
             extra = {"resumed_at": step}
-            if clock.exists():
-                before = json.loads(clock.read_text())["seconds"]
+            before = clock.at(step) or 0.0  # None: a build checkpointed before the clock
             print(f"resuming {directory.name} at iteration {step} of {skey['iterations']}",
                   flush=True)
         every = getattr(self.args, "checkpoint_every", CHECKPOINT_EVERY)
         callbacks = [checkpoints.CheckpointCallback(saved, skey, every=every),
-                     _build_clock(clock, every, before)]
+                     clock.callback(every, before)]
         condenser, history = recipes.condense(
             images, labels, info, skey["ipc"], recipe=skey["method"],
             iterations=skey["iterations"], learning_rate=skey["learning_rate"],

@@ -188,19 +188,32 @@ class Search:
                 / f"{self.args.recipe}-ipc{ipc}-{ledgers.digest(self.condense_key(ipc, setting))}")
 
     def condensed(self, ipc, setting, iterations):
-        """(the set after `iterations`, seconds spent condensing).
+        """(the set after `iterations`, the seconds of condensing its trial is charged).
 
         A set saved by an earlier trial is loaded. Otherwise this setting's condenser goes on:
         the live one of this process, else the latest of its checkpoints (so a stopped search
         resumes mid-trial), else a new one. Checkpoints are exact (m3d_tf.checkpoints): a
         resumed trial gives the set an uninterrupted one would.
+
+        The charge is the condensing from the previous rung to `iterations`, read from the
+        setting's clock (ledger.Clock, kept with its checkpoints), so it counts the work of
+        earlier processes too: a set condensed before a stop and evaluated after, or a trial
+        resumed mid-way. Without clock entries (sets condensed before the clock) it is this
+        process's seconds.
         """
         from m3d_tf import checkpoints, io, recipes
 
         directory = self.setting_dir(ipc, setting)
         saved = directory / f"set-{iterations}"
+        clock = ledgers.Clock(directory / "checkpoints" / "seconds.json")
+        earlier = max((r for r in self.args.rungs if r < iterations), default=0)
+
+        def charge(fallback):
+            end, start = clock.at(iterations), clock.at(earlier)
+            return fallback if end is None or start is None else end - start
+
         if (saved / "metadata.json").exists() and setting not in self.live:
-            return io.load_set(saved), 0.0
+            return io.load_set(saved), charge(0.0)
         condenser, done = self.live.get(setting, (None, 0))
         if done > iterations:
             condenser, done = None, 0
@@ -211,10 +224,17 @@ class Search:
             step = None
         if condenser is None and step is not None and step <= iterations:
             resume = directory / "checkpoints"
+        start = step if resume else done
+        before = clock.at(start)  # the seconds spent reaching the step it starts from
+        if before is None and not clock.read():  # condensed before the clock: it counts from here
+            before = 0.0
+            clock.record(start, before)
         if step is None or step <= iterations:  # a longer run's checkpoints are kept
+            every = math.gcd(*self.args.rungs)
             callbacks = [checkpoints.CheckpointCallback(
-                directory / "checkpoints", self.condense_key(ipc, setting),
-                every=math.gcd(*self.args.rungs))]
+                directory / "checkpoints", self.condense_key(ipc, setting), every=every)]
+            if before is not None:
+                callbacks.append(clock.callback(every, before))
         rate = setting.lr_scale * recipes.get_recipe(self.args.recipe).learning_rate_for(ipc)
         factor = {} if setting.factor is None else {"factor": setting.factor}
         started = time.time()
@@ -230,7 +250,10 @@ class Search:
         synthetic = io.SyntheticSet.from_condenser(condenser, self.info, iterations=iterations,
                                                    final_mmd=final, method=self.args.recipe)
         io.save_set(saved, synthetic, overwrite=True)
-        return synthetic, time.time() - started
+        seconds = time.time() - started
+        if before is not None:
+            clock.record(iterations, before + seconds)
+        return synthetic, charge(seconds)
 
     def measure(self, ipc, setting, iterations, epochs, synthetic=None):
         """Mean validation accuracy of a trial, from the ledger or measured and recorded now."""

@@ -57,6 +57,20 @@ def test_ledger_keeps_finished_entries_and_survives_a_torn_line(tmp_path):
     assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
 
 
+def test_a_clock_keeps_the_seconds_at_each_step_and_reads_the_older_one_step_form(tmp_path):
+    ledger = _bench("ledger")
+    clock = ledger.Clock(tmp_path / "run" / "seconds.json")
+    assert clock.read() == {} and clock.at(0) == 0.0 and clock.at(2) is None
+    clock.record(4, 9.04)
+    clock.record(2, 5.0)
+    clock.record(4, 10.0)  # a step recorded again: the latest wins
+    assert ledger.Clock(clock.path).read() == {2: 5.0, 4: 10.0}
+    assert not list(clock.path.parent.glob("*.tmp"))
+    old = tmp_path / "old.json"  # what bench/quality_table.py wrote before the clock
+    old.write_text(json.dumps({"iteration": 300, "seconds": 812.5}))
+    assert ledger.Clock(old).at(300) == 812.5 and ledger.Clock(old).at(200) is None
+
+
 def test_an_entry_records_the_tensorflow_threads_it_ran_with(tmp_path, monkeypatch):
     ledger = _bench("ledger")
     book = ledger.Ledger(tmp_path / "l.jsonl")
@@ -138,8 +152,65 @@ def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
     assert np.array_equal(resumed.condensed(1, setting, 4)[0].images, expected)
     assert calls[0]["resume_from"] == directory / "checkpoints"  # 2 iterations, not 4
     assert (directory / "set-4" / "metadata.json").exists()
-    loaded, seconds = fresh(tmp_path / "b").condensed(1, setting, 2)  # an earlier trial's set
-    assert seconds == 0.0 and loaded.metadata["iterations"] == 2
+    # A set saved by an earlier process is charged the condensing its clock recorded, once per
+    # rung: 0 to 2 in the first process, 2 to 4 in the second.
+    clock = search.ledgers.Clock(directory / "checkpoints" / "seconds.json").read()
+    assert sorted(clock) == [2, 4] and 0 < clock[2] < clock[4]
+    loaded, seconds = fresh(tmp_path / "b").condensed(1, setting, 2)
+    assert loaded.metadata["iterations"] == 2 and seconds == pytest.approx(clock[2])
+    assert fresh(tmp_path / "b").condensed(1, setting, 4)[1] == pytest.approx(clock[4] - clock[2])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_trial_stopped_mid_way_is_charged_the_condensing_of_both_processes(
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+    import keras
+
+    from m3d_tf import recipes
+
+    search = _bench("search")
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
+    setting = search.Setting(1.0, 8, 1)
+    args = search._parser().parse_args(["--rungs", "2", "6", "--work", str(tmp_path)])
+    first = search.Search(args, None, data)
+    first.condensed(1, setting, 2)
+
+    class StopAt5(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 5:
+                raise _Stop()
+
+    condense = recipes.condense
+    monkeypatch.setattr(recipes, "condense", lambda *a, callbacks=(), **k: condense(
+        *a, callbacks=[*callbacks, StopAt5()], **k))
+    with pytest.raises(_Stop):  # killed on the way from 2 to 6, after the checkpoint at 4
+        first.condensed(1, setting, 6)
+    monkeypatch.setattr(recipes, "condense", condense)
+    path = first.setting_dir(1, setting) / "checkpoints" / "seconds.json"
+    stopped = search.ledgers.Clock(path).read()
+    assert sorted(stopped) == [2, 4]
+    seconds = search.Search(args, None, data).condensed(1, setting, 6)[1]  # resumes at 4
+    clock = search.ledgers.Clock(path).read()
+    assert clock[4] == stopped[4] and seconds == pytest.approx(clock[6] - clock[2])
+    assert seconds > clock[6] - clock[4]  # the first process's 2 to 4 is in it
+
+
+def test_a_setting_condensed_before_the_clock_is_charged_from_where_the_clock_began(
+        fmnist_small, fmnist_small_info, tmp_path):
+    search = _bench("search")
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
+    setting = search.Setting(1.0, 8, 1)
+    args = search._parser().parse_args(["--rungs", "2", "4", "--work", str(tmp_path)])
+    search.Search(args, None, data).condensed(1, setting, 2)
+    path = search.Search(args, None, data).setting_dir(1, setting) / "checkpoints" / "seconds.json"
+    path.unlink()  # as the searches under way on 2026-12-02 left their settings
+    seconds = search.Search(args, None, data).condensed(1, setting, 4)[1]
+    clock = search.ledgers.Clock(path).read()
+    assert clock[2] == 0.0 and seconds == pytest.approx(clock[4]) and seconds > 0
+    assert search.Search(args, None, data).condensed(1, setting, 4)[1] == pytest.approx(seconds)
 
 
 def test_a_factor_is_a_setting_of_its_own_and_the_recipes_factor_keeps_the_old_names(

@@ -2,7 +2,6 @@
 
 import argparse
 import importlib.util
-import json
 import pathlib
 import sys
 
@@ -138,7 +137,7 @@ def test_a_stopped_build_resumes_from_its_checkpoint_and_gives_the_uninterrupted
     directory = quality.set_dir(tmp_path / "stopped", skey)
     saved = quality.checkpoint_dir(directory)
     assert not directory.exists() and (saved / "ckpt-2.index").exists()
-    assert json.loads((saved / "seconds.json").read_text())["iteration"] == 2
+    assert ledgers.Clock(saved / "seconds.json").at(2) > 0
 
     monkeypatch.setattr(recipes, "condense", condense)
     resumed = filler("stopped").synthetic(skey)
