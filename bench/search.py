@@ -190,7 +190,8 @@ class Search:
     def condensed(self, ipc, setting, iterations):
         """(the set after `iterations`, the seconds of condensing its trial is charged).
 
-        A set saved by an earlier trial is loaded. Otherwise this setting's condenser goes on:
+        A set saved by an earlier trial is loaded (the chosen rung's, when the final evaluation
+        lengths come after longer rungs). Otherwise this setting's condenser goes on:
         the live one of this process, else the latest of its checkpoints (so a stopped search
         resumes mid-trial), else a new one. Checkpoints are exact (m3d_tf.checkpoints): a
         resumed trial gives the set an uninterrupted one would.
@@ -212,9 +213,9 @@ class Search:
             end, start = clock.at(iterations), clock.at(earlier)
             return fallback if end is None or start is None else end - start
 
-        if (saved / "metadata.json").exists() and setting not in self.live:
-            return io.load_set(saved), charge(0.0)
         condenser, done = self.live.get(setting, (None, 0))
+        if (saved / "metadata.json").exists() and (condenser is None or done >= iterations):
+            return io.load_set(saved), charge(0.0)  # (a live condenser behind it goes on itself)
         if done > iterations:
             condenser, done = None, 0
         resume, callbacks = None, []

@@ -161,6 +161,22 @@ def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
     assert fresh(tmp_path / "b").condensed(1, setting, 4)[1] == pytest.approx(clock[4] - clock[2])
 
 
+def test_the_final_lengths_load_the_chosen_rungs_set_and_do_not_condense_it_again(
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+    from m3d_tf import recipes
+
+    search = _bench("search")
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
+    setting = search.Setting(1.0, 8, 1)
+    args = search._parser().parse_args(["--rungs", "2", "4", "--work", str(tmp_path)])
+    runner = search.Search(args, None, data)
+    at_2 = runner.condensed(1, setting, 2)[0].images
+    runner.condensed(1, setting, 4)  # the setting's condenser is live at 4 now
+    calls, condense = [], recipes.condense
+    monkeypatch.setattr(recipes, "condense", lambda *a, **k: calls.append(k) or condense(*a, **k))
+    assert np.array_equal(runner.condensed(1, setting, 2)[0].images, at_2) and calls == []
+
+
 class _Stop(Exception):
     pass
 
