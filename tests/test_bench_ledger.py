@@ -161,15 +161,21 @@ def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
     assert fresh(tmp_path / "b").condensed(1, setting, 4)[1] == pytest.approx(clock[4] - clock[2])
 
 
+def _searcher(fmnist_small, fmnist_small_info, work, *rungs):
+    """(bench/search.py, a function that starts a fresh search process): M3D on the small slice
+    with `rungs`, its sets and checkpoints under `work`."""
+    search = _bench("search")
+    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
+    args = search._parser().parse_args(["--rungs", *map(str, rungs), "--work", str(work)])
+    return search, lambda: search.Search(args, None, data)
+
+
 def test_the_final_lengths_load_the_chosen_rungs_set_and_do_not_condense_it_again(
         fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
     from m3d_tf import recipes
 
-    search = _bench("search")
-    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
-    setting = search.Setting(1.0, 8, 1)
-    args = search._parser().parse_args(["--rungs", "2", "4", "--work", str(tmp_path)])
-    runner = search.Search(args, None, data)
+    search, fresh = _searcher(fmnist_small, fmnist_small_info, tmp_path, 2, 4)
+    setting, runner = search.Setting(1.0, 8, 1), fresh()
     at_2 = runner.condensed(1, setting, 2)[0].images
     runner.condensed(1, setting, 4)  # the setting's condenser is live at 4 now
     calls, condense = [], recipes.condense
@@ -187,11 +193,8 @@ def test_a_trial_stopped_mid_way_is_charged_the_condensing_of_both_processes(
 
     from m3d_tf import recipes
 
-    search = _bench("search")
-    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
-    setting = search.Setting(1.0, 8, 1)
-    args = search._parser().parse_args(["--rungs", "2", "6", "--work", str(tmp_path)])
-    first = search.Search(args, None, data)
+    search, fresh = _searcher(fmnist_small, fmnist_small_info, tmp_path, 2, 6)
+    setting, first = search.Setting(1.0, 8, 1), fresh()
     first.condensed(1, setting, 2)
 
     class StopAt5(keras.callbacks.Callback):
@@ -208,7 +211,7 @@ def test_a_trial_stopped_mid_way_is_charged_the_condensing_of_both_processes(
     path = first.setting_dir(1, setting) / "checkpoints" / "seconds.json"
     stopped = search.ledgers.Clock(path).read()
     assert sorted(stopped) == [2, 4]
-    seconds = search.Search(args, None, data).condensed(1, setting, 6)[1]  # resumes at 4
+    seconds = fresh().condensed(1, setting, 6)[1]  # resumes at 4
     clock = search.ledgers.Clock(path).read()
     assert clock[4] == stopped[4] and seconds == pytest.approx(clock[6] - clock[2])
     assert seconds > clock[6] - clock[4]  # the first process's 2 to 4 is in it
@@ -216,17 +219,15 @@ def test_a_trial_stopped_mid_way_is_charged_the_condensing_of_both_processes(
 
 def test_a_setting_condensed_before_the_clock_is_charged_from_where_the_clock_began(
         fmnist_small, fmnist_small_info, tmp_path):
-    search = _bench("search")
-    data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
+    search, fresh = _searcher(fmnist_small, fmnist_small_info, tmp_path, 2, 4)
     setting = search.Setting(1.0, 8, 1)
-    args = search._parser().parse_args(["--rungs", "2", "4", "--work", str(tmp_path)])
-    search.Search(args, None, data).condensed(1, setting, 2)
-    path = search.Search(args, None, data).setting_dir(1, setting) / "checkpoints" / "seconds.json"
+    fresh().condensed(1, setting, 2)
+    path = fresh().setting_dir(1, setting) / "checkpoints" / "seconds.json"
     path.unlink()  # as the searches under way on 2026-12-02 left their settings
-    seconds = search.Search(args, None, data).condensed(1, setting, 4)[1]
+    seconds = fresh().condensed(1, setting, 4)[1]
     clock = search.ledgers.Clock(path).read()
     assert clock[2] == 0.0 and seconds == pytest.approx(clock[4]) and seconds > 0
-    assert search.Search(args, None, data).condensed(1, setting, 4)[1] == pytest.approx(seconds)
+    assert fresh().condensed(1, setting, 4)[1] == pytest.approx(seconds)
 
 
 def test_a_factor_is_a_setting_of_its_own_and_the_recipes_factor_keeps_the_old_names(
