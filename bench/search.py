@@ -14,7 +14,9 @@ trained for each of `--final-epochs` evaluation lengths, and the length with the
 accuracy is chosen (the shorter on a tie, as for the iterations).
 
 Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl); run the same
-command again and it does only what is missing. The table goes to docs/benchmarks.md (a section
+command again and it does only what is missing. A trial's cost is its condensing from the previous
+rung, read from a clock kept with the setting's checkpoints (so a stop between condensing and
+evaluating loses none of it), plus its validation networks' training. The table goes to docs/benchmarks.md (a section
 per recipe and IPC, replaced on every run). The test split is never read.
 
 Two long jobs side by side on these 2 cores (the table beside a search, say) do more work per hour
@@ -323,7 +325,10 @@ def table(ledger, key, rungs, winner=None, iterations=None, epochs=None):
         f"{key['validation_per_class']} training images per class held out (seed {key['seed']}); "
         f"the sets are condensed from the rest; each number is the mean final accuracy of "
         f"{key['nets']} ConvNet-3 (IDC protocol, {eval_dtype}) on the held-out images. Random "
-        f"nets in {key['compute_dtype']}. The test split is not read.",
+        f"nets in {key['compute_dtype']}. The test split is not read. Cost: the seconds of a "
+        "setting's trials, each its condensing from the previous rung and its validation "
+        "networks (condensing done before the clock of 2026-12-02 was kept only if the same "
+        "process evaluated it).",
         "",
     ]
     settings = {}
