@@ -157,7 +157,7 @@ class Clock:
         if not self.path.exists():
             return {}
         data = json.loads(self.path.read_text())
-        if "iteration" in data:  # the one-step form quality_table.py wrote before 2026-12-03
+        if "iteration" in data:  # the one-step form of quality_table.py before the Clock
             return {int(data["iteration"]): float(data["seconds"])}
         return {int(step): float(seconds) for step, seconds in data["seconds"].items()}
 

@@ -16,8 +16,9 @@ accuracy is chosen (the shorter on a tie, as for the iterations).
 Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl); run the same
 command again and it does only what is missing. A trial's cost is its condensing from the previous
 rung, read from a clock kept with the setting's checkpoints (so a stop between condensing and
-evaluating loses none of it), plus its validation networks' training. The table goes to docs/benchmarks.md (a section
-per recipe and IPC, replaced on every run). The test split is never read.
+evaluating loses none of it), plus its validation networks' training. The table goes to
+docs/benchmarks.md (a section per recipe and IPC, replaced on every run). The test split is never
+read.
 
 Two long jobs side by side on these 2 cores (the table beside a search, say) do more work per hour
 with one TensorFlow thread each: prefix each with TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
