@@ -236,6 +236,17 @@ def write_section(path, name, text):
     os.replace(aside, path)
 
 
+def shown(path):
+    """`path` as a ledger records it: relative to the repository when inside it (the sets and
+    checkpoints beside the ledger are committed with it and read on other machines, in other
+    clones), else absolute."""
+    path = pathlib.Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def mean_std(values):
     """(mean, population std) of a non-empty list of numbers."""
     mean = sum(values) / len(values)

@@ -12,6 +12,9 @@ the pair goes into a parity table, the evidence that the two give the same accur
 
 Nothing is lost when a run stops: each set is saved under --sets as it is built, and each
 network's accuracy is a line of the ledger (bench/results/quality.jsonl) as soon as it is tested.
+The sets and the checkpoints of builds under way live beside the ledger (bench/results/sets, a
+few MB) and are committed with it, so a run on another machine trains on the same sets and goes
+on with the same builds.
 A condensation (up to an hour at IPC 10) is checkpointed every --checkpoint-every iterations
 beside its set, so a stopped build resumes where it stopped and gives the set an uninterrupted
 one would; its build time is the sum of its runs.
@@ -146,7 +149,8 @@ class Filler:
             synthetic = baselines.baseline_set(method, images, labels, ipc, info, seed=seed)
         seconds = before + time.time() - started
         io.save_set(directory, synthetic)
-        self.ledger.add(skey, {"seconds": round(seconds, 1), "path": str(directory), **extra})
+        self.ledger.add(skey, {"seconds": round(seconds, 1), "path": ledgers.shown(directory),
+                               **extra})
         shutil.rmtree(checkpoint_dir(directory), ignore_errors=True)  # the set is whole now
         print(f"built {directory.name} in {seconds:.0f} s", flush=True)
         return synthetic
@@ -314,7 +318,9 @@ def _parser():
                         help="the evaluation networks' compute (bfloat16: mixed precision, 1.3 to "
                         "1.7x faster here, the same accuracy network by network: the parity "
                         "table; float32: the published precision)")
-    parser.add_argument("--sets", default=str(ROOT / "runs" / "quality" / "sets"))
+    parser.add_argument("--sets", default=str(ROOT / "bench" / "results" / "sets"),
+                        help="the saved sets and the checkpoints of builds under way (default: "
+                        "tracked beside the ledger, so a commit keeps them when the machine goes)")
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
                         help="iterations between a condensation's checkpoints (a stopped build "
                         "resumes from the latest)")

@@ -135,8 +135,10 @@ def _parser():
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--table-only", action="store_true",
                         help="only write the tables of what the ledger holds (a search under way)")
-    parser.add_argument("--work", default=str(ROOT / "runs" / "search"),
-                        help="each setting's checkpoints and the set of each of its trials")
+    parser.add_argument("--work", default=str(ROOT / "bench" / "results" / "search"),
+                        help="each setting's checkpoints and the set of each of its trials "
+                        "(default: tracked beside the ledger, so a commit keeps a search's "
+                        "progress when the machine goes)")
     return parser
 
 

@@ -93,6 +93,20 @@ def test_a_command_line_names_the_script_its_arguments_and_the_run(monkeypatch):
         "AMD EPYC, 2 cores, load average 2.3 at the end, 7 min)")
 
 
+def test_the_sets_and_checkpoints_live_beside_the_ledger_where_a_commit_keeps_them(tmp_path):
+    """A machine's disk goes with it: only what is committed reaches the next run."""
+    ledger, search, table = _bench("ledger"), _bench("search"), _bench("quality_table")
+    ignored = [line.strip().strip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for work in (search._parser().parse_args([]).work, table._parser().parse_args([]).sets):
+        relative = pathlib.Path(work).relative_to(ROOT)
+        assert relative.parts[:2] == ("bench", "results")
+        assert not any(part == pattern for part in relative.parts for pattern in ignored)
+    inside = ROOT / "bench" / "results" / "sets" / "ipc10-m3d-seed0-12345678"
+    assert ledger.shown(inside) == "bench/results/sets/ipc10-m3d-seed0-12345678"
+    assert ledger.shown(tmp_path / "sets") == str((tmp_path / "sets").resolve())
+
+
 def test_a_command_leaves_out_the_flags_it_is_told_to():
     ledger = _bench("ledger")
     assert ledger.command("search.py", ["--ipc", "50", "--table-only"], omit=("--table-only",)) == (
