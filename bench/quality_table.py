@@ -17,7 +17,11 @@ few MB) and are committed with it, so a run on another machine trains on the sam
 on with the same builds.
 A condensation (up to an hour at IPC 10) is checkpointed every --checkpoint-every iterations
 beside its set, so a stopped build resumes where it stopped and gives the set an uninterrupted
-one would; its build time is the sum of its runs.
+one would; its build time is the sum of its runs. So is a network in training, every 50 of its
+1,000 epochs (m3d_tf.evaluate's checkpoint_dir; an AlexNet on M3D's IPC 10 set trains for about
+two hours at one thread), in <set>.nets beside the set until its accuracy is in the ledger: a
+stopped network goes on to the accuracy an uninterrupted one reaches, and its time is the sum
+of its runs' training.
 The same command run again builds and trains only what is missing, then rewrites the table in
 docs/benchmarks.md from every line of the ledger. Work is done cheapest first, so an interrupted
 run leaves whole rows rather than a scattering.
@@ -117,6 +121,12 @@ def checkpoint_dir(directory):
     return directory.with_name(directory.name + ".checkpoints")
 
 
+def net_checkpoint_dir(directory, key):
+    """Where the network of ledger key `key`, trained on the set at `directory`, keeps its
+    checkpoint until its accuracy is recorded (an AlexNet on M3D's IPC 10 set trains for hours)."""
+    return directory.with_name(directory.name + ".nets") / ledgers.digest(key)
+
+
 class Filler:
     """Builds the missing sets and trains the missing networks of the plan, recording each."""
 
@@ -205,15 +215,24 @@ class Filler:
             synthetic = self.synthetic(skey)
             test_images, test_labels = self.data()[3:]
             for net in missing:
+                saved = net_checkpoint_dir(set_dir(self.args.sets, skey), keys[net])
+                done = evaluate.checkpointed(saved, net)
+                extra = {} if done is None else {"resumed_at": done[0]}
+                if done is not None:
+                    print(f"resuming {method} seed {seed} {row.arch}/{row.protocol} net {net} "
+                          f"at epoch {done[0]} of {self.args.epochs}", flush=True)
                 started = time.time()
                 result = evaluate.evaluate_set(
                     synthetic, test_images, test_labels, protocol=row.protocol, arch=row.arch,
                     runs=1, first_run=net, epochs=self.args.epochs, seed=0,
-                    compute_dtype=self.args.eval_dtype,
+                    compute_dtype=self.args.eval_dtype, checkpoint_dir=saved,
                 )
-                seconds = time.time() - started
-                self.ledger.add(keys[net],
-                                {"accuracy": result.accuracies[0], "seconds": round(seconds, 1)})
+                seconds = time.time() - started + (0.0 if done is None else done[1])
+                self.ledger.add(keys[net], {"accuracy": result.accuracies[0],
+                                            "seconds": round(seconds, 1), **extra})
+                shutil.rmtree(saved)  # the accuracy is kept: the network's state is not needed
+                if not any(saved.parent.iterdir()):
+                    saved.parent.rmdir()
                 print(f"IPC {row.ipc} {method} seed {seed} {row.arch}/{row.protocol} "
                       f"({self.args.eval_dtype}) net {net}: "
                       f"{100 * result.accuracies[0]:.2f} % ({seconds:.0f} s)", flush=True)

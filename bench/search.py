@@ -16,7 +16,9 @@ accuracy is chosen (the shorter on a tie, as for the iterations).
 Every trial is recorded in a Ledger as it finishes (bench/results/search.jsonl); run the same
 command again and it does only what is missing. A trial's cost is its condensing from the previous
 rung, read from a clock kept with the setting's checkpoints (so a stop between condensing and
-evaluating loses none of it), plus its validation networks' training. The table goes to
+evaluating loses none of it), plus its validation networks' training. The networks are
+checkpointed too, every 5 % of their epochs, until their trial is recorded, so a stop mid-
+evaluation loses at most that. The table goes to
 docs/benchmarks.md (a section per recipe and IPC, replaced on every run). The test split is never
 read.
 
@@ -33,6 +35,7 @@ import itertools
 import math
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -273,15 +276,24 @@ class Search:
             seconds = 0.0
             if synthetic is None:
                 synthetic, seconds = self.condensed(ipc, setting, iterations)
+            # The networks' checkpoints (m3d_tf.evaluate's checkpoint_dir) until the trial is
+            # recorded: a stopped trial goes on where its networks stopped.
+            saved = self.setting_dir(ipc, setting) / "networks" / ledgers.digest(key)
+            done = [evaluate.checkpointed(saved, r) for r in range(self.args.nets)]
+            before = sum(d[1] for d in done if d is not None)
             started = time.time()
             result = evaluate.evaluate_set(
                 synthetic, self.x_val, self.y_val, protocol="idc", runs=self.args.nets,
                 epochs=epochs, seed=self.args.seed, compute_dtype=self.args.eval_dtype,
+                checkpoint_dir=saved,
             )
             value = {"accuracies": list(result.accuracies), "mean": result.mean,
                      "condense_seconds": round(seconds, 1),
-                     "evaluate_seconds": round(time.time() - started, 1)}
+                     "evaluate_seconds": round(before + time.time() - started, 1)}
             self.ledger.add(key, value)
+            shutil.rmtree(saved)  # the trial is recorded: its networks' states go
+            if not any(saved.parent.iterdir()):
+                saved.parent.rmdir()
             print(f"IPC {ipc} {setting.label()}, {iterations} it, {epochs} ep: "
                   f"validation {100 * result.mean:.2f} %", flush=True)
         return value["mean"]

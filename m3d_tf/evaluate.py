@@ -27,7 +27,8 @@ Inputs are normalised with the dataset's per-channel mean and std (the same norm
 condenser used) before the augmentation, as in DM and IDC. Randomness is a function of
 (seed, run, epoch, batch): stateless TF ops draw the shuffles, augmentations and CutMix boxes, and
 the network of run r is built from an int derived from (seed, r), so a seed repeats its accuracy
-exactly on CPU.
+exactly on CPU, and an evaluation given a `checkpoint_dir` goes on after a stop from its last
+checkpoint to the accuracies an uninterrupted one reaches.
 
 Speed: one epoch is one tf.function call looping over the batches in-graph, traced once per
 evaluation (a few seconds) and reused by every run. ConvNet-3 on Fashion-MNIST, measured on the
@@ -44,6 +45,10 @@ Example:
 """
 
 import dataclasses
+import hashlib
+import json
+import os
+import pathlib
 import sys
 import time
 
@@ -393,6 +398,121 @@ def check_choice(name, value, registry):
     return registry[choice(name, value, registry)]
 
 
+# === A network's checkpoint while it trains ===
+
+
+def _digest(*arrays):
+    """sha256 of arrays' dtypes, shapes and bytes: names the data a network trains on."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def run_checkpoint_path(directory, run):
+    """The file in which run `run` of an evaluation with checkpoint_dir=`directory` is kept."""
+    return pathlib.Path(directory) / f"run-{run}.npz"
+
+
+def checkpointed(directory, run):
+    """(epochs finished, seconds of training so far) of run `run` saved in `directory`, or None.
+
+    For callers that report what a resumed evaluation cost or where it goes on from; the
+    checkpoint is checked against the evaluation only when `evaluate` resumes it.
+    """
+    path = run_checkpoint_path(directory, run)
+    if not path.exists():
+        return None
+    meta = _RunCheckpoint.read(path, run)[0]
+    return meta["epoch"], meta["seconds"]
+
+
+class _RunCheckpoint:
+    """One run's training state, saved every `every` epochs and after the last one.
+
+    Saved in one .npz (written under a temporary name and renamed, so a stop mid-write leaves
+    the previous checkpoint whole): the epochs finished, the network's weights, the optimiser's
+    momentum buffers and step count, the seconds of every epoch so far, with validation the best
+    checked epoch (accuracy, epoch, weights), and a fingerprint of everything the training
+    depends on, compared on resume. Shuffles, augmentations and CutMix boxes are functions of
+    (seed, run, epoch, batch), so a resumed run ends with the weights of an uninterrupted one.
+    """
+
+    def __init__(self, directory, run, fingerprint, every):
+        self.path = run_checkpoint_path(directory, run)
+        self.run, self.fingerprint, self.every = run, fingerprint, every
+
+    @staticmethod
+    def read(path, run):
+        """(metadata dict, {name: array}) of a checkpoint file; ValueError if unreadable."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            meta = json.loads(str(arrays.pop("meta")))
+            missing = {"epoch", "seconds", "epoch_seconds", "weights"} - set(meta)
+            if missing:
+                raise KeyError(f"no {', '.join(sorted(missing))}")
+        except Exception as error:  # a torn or foreign file: say which and what to do
+            raise ValueError(
+                f"{path} is not a readable evaluation checkpoint ({type(error).__name__}: "
+                f"{error}); delete it to train run {run} afresh."
+            ) from None
+        return meta, arrays
+
+    def load(self):
+        """The saved state of this run, or None; ValueError if it is another network's."""
+        if not self.path.exists():
+            return None
+        meta, arrays = self.read(self.path, self.run)
+        saved = meta.get("fingerprint", {})
+        differ = sorted(k for k in set(saved) | set(self.fingerprint)
+                        if saved.get(k) != self.fingerprint.get(k))
+        if differ:
+            raise ValueError(
+                f"{self.path} holds the training of another network (it differs in "
+                f"{', '.join(differ)}); give this evaluation its own checkpoint_dir, or delete "
+                f"{self.path} to train run {self.run} afresh."
+            )
+        return meta, arrays
+
+    def due(self, epoch, epochs):
+        """Whether the state after `epoch` (1-based) is saved."""
+        return epoch % self.every == 0 or epoch == epochs
+
+    def save(self, trainer, epoch, seconds, best):
+        weights = trainer.model.get_weights()
+        arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
+        arrays.update({f"momentum_{i}": b.numpy()
+                       for i, b in enumerate(trainer.optimizer.momentums)})
+        if best[2] is not None:
+            arrays.update({f"best_{i}": w for i, w in enumerate(best[2])})
+        meta = {"fingerprint": self.fingerprint, "epoch": epoch, "seconds": float(sum(seconds)),
+                "epoch_seconds": [float(s) for s in seconds],
+                "iterations": int(trainer.optimizer.iterations.numpy()),
+                "best_accuracy": best[0], "best_epoch": best[1], "weights": len(weights)}
+        arrays["meta"] = np.array(json.dumps(meta))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
+        with open(temporary, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(temporary, self.path)
+
+    def restore(self, trainer, state):
+        """Loads a saved state into `trainer` (reset to this run); (epoch, seconds, best)."""
+        meta, arrays = state
+        count = meta["weights"]
+        trainer.model.set_weights([arrays[f"weight_{i}"] for i in range(count)])
+        for i, buffer in enumerate(trainer.optimizer.momentums):
+            buffer.assign(arrays[f"momentum_{i}"])
+        trainer.optimizer.iterations.assign(meta["iterations"])
+        best_weights = ([arrays[f"best_{i}"] for i in range(count)]
+                        if meta["best_epoch"] is not None else None)
+        best = (meta["best_accuracy"], meta["best_epoch"], best_weights)
+        return meta["epoch"], list(meta["epoch_seconds"]), best
+
+
 # === Training and testing one network ===
 
 
@@ -509,7 +629,7 @@ class Trainer:
 
 
 def train_and_test(trainer, run, train, test, *, epochs, validation=None, validate_every=1,
-                   eval_batch_size=500, progress=None):
+                   eval_batch_size=500, progress=None, checkpoint=None):
     """Trains run `run` from its fresh initial weights and tests it.
 
     Args:
@@ -523,6 +643,8 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
             the last; the weights of the best (latest among ties) are kept.
         eval_batch_size: images per forward pass when testing.
         progress: None or callable(epoch (1-based), loss) after every epoch.
+        checkpoint: None, or a _RunCheckpoint of this run: training goes on from its saved
+            state when there is one, and the state is saved when it is due.
 
     Returns:
         (final test accuracy, reported test accuracy, selected epoch or None, seconds per epoch);
@@ -531,8 +653,11 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
     trainer.reset(run)
     images, labels = tf.constant(train[0]), tf.constant(train[1])
     best = (-1.0, None, None)  # (validation accuracy, epoch, weights)
-    seconds = []
-    for epoch in range(epochs):
+    seconds, first = [], 0
+    state = None if checkpoint is None else checkpoint.load()
+    if state is not None:
+        first, seconds, best = checkpoint.restore(trainer, state)
+    for epoch in range(first, epochs):
         start = time.perf_counter()
         loss = trainer.fit_epoch(images, labels, epoch, epochs)
         seconds.append(time.perf_counter() - start)
@@ -540,6 +665,8 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
             accuracy = trainer.accuracy(*validation, eval_batch_size)
             if accuracy >= best[0]:
                 best = (accuracy, epoch + 1, trainer.model.get_weights())
+        if checkpoint is not None and checkpoint.due(epoch + 1, epochs):
+            checkpoint.save(trainer, epoch + 1, seconds, best)
         if progress is not None:
             progress(epoch + 1, loss)
     final = None if test is None else trainer.accuracy(*test, eval_batch_size)
@@ -556,7 +683,7 @@ def train_and_test(trainer, run, train, test, *, epochs, validation=None, valida
 def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std, protocol="idc",
              arch="convnet", runs=3, epochs=1000, seed=0, flip=True, num_classes=None,
              validation=None, validate_every=None, eval_batch_size=500, compute_dtype=None,
-             progress=None, first_run=0):
+             progress=None, first_run=0, checkpoint_dir=None, checkpoint_every=None):
     """Trains `runs` fresh networks on a (decoded) synthetic set; their real test accuracy.
 
     Args:
@@ -585,13 +712,21 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
         first_run: index of the first run: runs first_run .. first_run + runs - 1 are trained,
             so a long evaluation can be split into single runs (runs=1, first_run=r) that give
             the same accuracies as one call.
+        checkpoint_dir: None, or a directory where each run's training state is saved (file
+            run-<r>.npz) every `checkpoint_every` epochs and after its last: the same call after
+            a stop goes on from there, to the accuracies an uninterrupted call gives, and a
+            finished run is only tested again. The files stay when the call returns (delete the
+            directory when its results are kept); a run's file from another evaluation
+            (network, protocol, epochs, seed, dtype or data) is refused, never overwritten.
+        checkpoint_every: epochs between checkpoints; default max(1, epochs // 20).
 
     Returns:
         EvalResult (accuracies are fractions in [0, 1]).
 
     Raises:
         ValueError: unknown protocol or arch, bad shapes, dtypes, pixel ranges or labels, a test
-            split of another image shape or with classes the set lacks, bad mean/std or counts.
+            split of another image shape or with classes the set lacks, bad mean/std or counts,
+            or a checkpoint in checkpoint_dir that is unreadable or another evaluation's.
 
     Example:
         >>> images, labels = synthetic.decoded()
@@ -608,6 +743,8 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
     validate_every = max(1, epochs // 20) if validate_every is None else validate_every
     validate_every = positive_int("validate_every", validate_every)
+    checkpoint_every = max(1, epochs // 20) if checkpoint_every is None else checkpoint_every
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     x_train = as_float_images(train_images, "train_images")
     x_test = as_float_images(test_images, "test_images")
     if x_test.shape[1:] != x_train.shape[1:]:
@@ -650,6 +787,16 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     trainer = Trainer(arch, x_train.shape[1:], num_classes, chosen, flip=flip,
                       batch_size=min(chosen.batch_size, len(x_train)), seed=seed,
                       compute_dtype=compute_dtype)
+    fingerprint = None
+    if checkpoint_dir is not None:
+        fingerprint = {
+            "arch": arch, "protocol": chosen.name, "epochs": epochs, "seed": seed,
+            "batch_size": trainer.batch_size, "flip": bool(flip),
+            "compute_dtype": trainer.model.compute_dtype, "num_classes": num_classes,
+            "validate_every": None if validation is None else validate_every,
+            "train": _digest(*train),
+            "validation": None if validation is None else _digest(*validation),
+        }
     started = time.perf_counter()
     finals, accuracies, selected, speeds = [], [], [], []
     for run in range(first_run, first_run + runs):
@@ -661,6 +808,8 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
             trainer, run, train, test, epochs=epochs, validation=validation,
             validate_every=validate_every, eval_batch_size=eval_batch_size,
             progress=None if progress is None else hook,
+            checkpoint=None if checkpoint_dir is None else _RunCheckpoint(
+                checkpoint_dir, run, {**fingerprint, "run": run}, checkpoint_every),
         )
         finals.append(final)
         accuracies.append(accuracy)

@@ -319,3 +319,41 @@ def test_a_replay_of_the_ledger_gives_a_finished_searchs_choice_and_stops_at_a_m
     text = search.table(ledger, search.search_key(args, 1), args.rungs, *replay.run(1))
     assert "| **lr x3, 128 real/class, ipm 1** | 79.00 | 78.50 |" in text
     assert "Chosen: lr x3, 128 real/class, ipm 1, 100 iterations" in text
+
+
+def test_a_trial_stopped_mid_evaluation_goes_on_from_its_networks_checkpoints(
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+    from m3d_tf import evaluate
+
+    search = _bench("search")
+    x_val, y_val = fmnist_small.x_test[:300], fmnist_small.y_test[:300]
+    data = (fmnist_small.x_train, fmnist_small.y_train, x_val, y_val, fmnist_small_info)
+    args = search._parser().parse_args(["--rungs", "2", "--epochs", "3", "--nets", "2",
+                                        "--work", str(tmp_path / "work")])
+    setting = search.Setting(1.0, 8, 1)
+
+    def measured(where):
+        ledger = search.ledgers.Ledger(tmp_path / f"{where}.jsonl")
+        search.Search(args, ledger, data).measure(1, setting, 2, 3)
+        return ledger.entries()[0]["value"]
+
+    whole = measured("whole")
+
+    def stop_in_the_second_network(progress):
+        if (progress.run, progress.epoch) == (2, 2):
+            raise _Stop()
+
+    evaluate_set = evaluate.evaluate_set
+    monkeypatch.setattr(evaluate, "evaluate_set", lambda *a, **k: evaluate_set(
+        *a, progress=stop_in_the_second_network, **k))
+    with pytest.raises(_Stop):
+        measured("stopped")
+    networks = search.Search(args, None, data).setting_dir(1, setting) / "networks"
+    (saved,) = networks.iterdir()
+    assert [evaluate.checkpointed(saved, r)[0] for r in (0, 1)] == [3, 2]
+    before = sum(evaluate.checkpointed(saved, r)[1] for r in (0, 1))
+    monkeypatch.setattr(evaluate, "evaluate_set", evaluate_set)
+    resumed = measured("stopped")
+    assert resumed["accuracies"] == whole["accuracies"]
+    assert resumed["evaluate_seconds"] >= round(before, 1)  # the stopped process's training too
+    assert not networks.exists()  # recorded: the networks' states are gone

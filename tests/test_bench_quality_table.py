@@ -146,3 +146,47 @@ def test_a_stopped_build_resumes_from_its_checkpoint_and_gives_the_uninterrupted
     value = ledgers.Ledger(tmp_path / "stopped.jsonl").get(skey)
     assert value["resumed_at"] == 2 and value["seconds"] > 0
     assert "resumed_at" not in ledgers.Ledger(tmp_path / "whole.jsonl").get(skey)
+
+
+def test_a_stopped_network_resumes_from_its_checkpoint_and_its_state_goes_once_recorded(
+        fmnist_small, tmp_path, monkeypatch):
+    from m3d_tf import evaluate
+
+    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
+                       (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
+    data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test[:500],
+            fmnist_small.y_test[:500])
+    row = quality.Row(1, "mlp", "idc", (0,), 1)
+
+    def filler(where):
+        args = argparse.Namespace(sets=str(tmp_path / where), epochs=4, dtype="float32",
+                                  eval_dtype="float32")
+        made = quality.Filler(args, ledgers.Ledger(tmp_path / f"{where}.jsonl"))
+        made._data = data
+        return made
+
+    filler("whole").fill(row, "random")
+    skey = quality.set_key("random", 1, 0, "float32")
+    key = quality.net_key(skey, "mlp", "idc", 4, 0)
+    whole = ledgers.Ledger(tmp_path / "whole.jsonl").get(key)
+
+    def stop_at_epoch_3(progress):
+        if progress.epoch == 3:
+            raise _Stop()
+
+    evaluate_set = evaluate.evaluate_set
+    monkeypatch.setattr(evaluate, "evaluate_set", lambda *a, **k: evaluate_set(
+        *a, progress=stop_at_epoch_3, **k))
+    with pytest.raises(_Stop):
+        filler("stopped").fill(row, "random")
+    saved = quality.net_checkpoint_dir(quality.set_dir(tmp_path / "stopped", skey), key)
+    assert evaluate.checkpointed(saved, 0)[0] == 3  # every epoch of 4 (epochs // 20 < 1)
+    monkeypatch.setattr(evaluate, "evaluate_set", evaluate_set)
+    filler("stopped").fill(row, "random")
+    value = ledgers.Ledger(tmp_path / "stopped.jsonl").get(key)
+    assert value["accuracy"] == whole["accuracy"] and value["resumed_at"] == 3
+    assert "resumed_at" not in whole and value["seconds"] > 0
+    assert not saved.parent.exists()  # the recorded network's state is gone, and its folder
+    assert [p.name for p in (tmp_path / "stopped").iterdir()] == [quality.set_dir(
+        tmp_path / "stopped", skey).name]

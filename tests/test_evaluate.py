@@ -348,3 +348,63 @@ def test_evaluate_set_decodes_and_normalises_like_evaluate(fmnist_small):
         ev.evaluate_set(synthetic, np.zeros((5, 32, 32, 3), np.uint8), np.zeros(5, int), **kwargs)
     with pytest.raises(ValueError, match="evaluate_set takes mean from the set's metadata"):
         ev.evaluate_set(synthetic, fmnist_small.x_test, fmnist_small.y_test, mean=(0.1,), **kwargs)
+
+
+# === A stopped evaluation goes on from its checkpoints ===
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_evaluation_goes_on_from_its_checkpoints_to_the_uninterrupted_accuracies(
+        fmnist_small, tmp_path):
+    x, y = _first(fmnist_small.x_train, fmnist_small.y_train, 10)
+    x_val, y_val = _first(fmnist_small.x_train[200:], fmnist_small.y_train[200:], 10)
+    x_test, y_test = fmnist_small.x_test[:500], fmnist_small.y_test[:500]
+    kwargs = dict(mean=FMNIST_MEAN, std=FMNIST_STD, protocol="idc", epochs=6, runs=2, seed=3,
+                  validation=(x_val, y_val), validate_every=2)
+    whole = ev.evaluate(x, y, x_test, y_test, **kwargs)
+    saved = tmp_path / "nets"
+    assert ev.checkpointed(saved, 0) is None
+
+    def stop_in_run_2(progress):
+        if (progress.run, progress.epoch) == (2, 5):
+            raise _Stop()
+
+    with pytest.raises(_Stop):
+        ev.evaluate(x, y, x_test, y_test, checkpoint_dir=saved, checkpoint_every=2,
+                    progress=stop_in_run_2, **kwargs)
+    assert [ev.checkpointed(saved, r)[0] for r in (0, 1)] == [6, 4]  # run 0 whole, run 1 at 4
+    assert ev.checkpointed(saved, 1)[1] > 0  # the seconds of its training so far
+    epochs_run = []
+    resumed = ev.evaluate(x, y, x_test, y_test, checkpoint_dir=saved, checkpoint_every=2,
+                          progress=lambda p: epochs_run.append((p.run, p.epoch)), **kwargs)
+    assert epochs_run == [(2, 5), (2, 6)]  # run 0 only tested again, run 1 from epoch 5
+    assert resumed.accuracies == whole.accuracies
+    assert resumed.final_accuracies == whole.final_accuracies
+    assert resumed.selected_epochs == whole.selected_epochs
+    assert sorted(p.name for p in saved.iterdir()) == ["run-0.npz", "run-1.npz"]  # no temporaries
+
+
+def test_a_checkpoint_of_another_evaluation_or_unreadable_is_refused_and_left_alone(
+        fmnist_small, tmp_path):
+    x, y = _first(fmnist_small.x_train, fmnist_small.y_train, 2)
+    x_test, y_test = fmnist_small.x_test[:100], fmnist_small.y_test[:100]
+    kwargs = dict(mean=FMNIST_MEAN, std=FMNIST_STD, arch="mlp", runs=1, seed=0,
+                  checkpoint_dir=tmp_path)
+    ev.evaluate(x, y, x_test, y_test, epochs=2, **kwargs)
+    kept = (tmp_path / "run-0.npz").read_bytes()
+    with pytest.raises(ValueError, match=r"run-0\.npz holds the training of another network "
+                                         r"\(it differs in epochs\); give this evaluation its "
+                                         r"own checkpoint_dir, or delete .*run-0\.npz"):
+        ev.evaluate(x, y, x_test, y_test, epochs=3, **kwargs)
+    with pytest.raises(ValueError, match=r"differs in train\)"):
+        ev.evaluate(x[::-1], y[::-1], x_test, y_test, epochs=2, **kwargs)
+    assert (tmp_path / "run-0.npz").read_bytes() == kept
+    (tmp_path / "run-0.npz").write_bytes(kept[: len(kept) // 2])  # a torn file
+    with pytest.raises(ValueError, match=r"run-0\.npz is not a readable evaluation checkpoint "
+                                         r"\(.*\); delete it to train run 0 afresh"):
+        ev.evaluate(x, y, x_test, y_test, epochs=2, **kwargs)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
+        ev.evaluate(x, y, x_test, y_test, epochs=2, checkpoint_every=0, **kwargs)
