@@ -133,6 +133,9 @@ def _parser():
     evaluate.add_argument("--arch", default="convnet", help="convnet, mlp, alexnet, vgg11, resnet18")
     evaluate.add_argument("--seed", type=_non_negative, default=0)
     evaluate.add_argument("--tensorboard", help="also log the accuracies to this directory")
+    evaluate.add_argument("--checkpoint-dir", help="keep each network's training state here "
+                          "(every 5 %% of its epochs): the same command after a stop goes on "
+                          "from there to the same accuracies; delete it once the result is kept")
     evaluate.add_argument("--allow-other-data", action="store_true",
                           help="evaluate against --dataset even if its classes are not the set's")
     _flip_arg(evaluate, "horizontal flips while training the networks (default: the choice "
@@ -376,14 +379,15 @@ def _collective_errors(strategy):
 
 
 def _evaluate(synthetic, test_images, test_labels, *, protocol, arch, runs, epochs, seed,
-              flip=None):
+              flip=None, checkpoint_dir=None):
     """evaluate_set with a progress line; flip None: the set's recorded choice (io.set_flip)."""
     from m3d_tf import evaluate
 
     options = {} if flip is None else {"flip": flip}
     return evaluate.evaluate_set(
         synthetic, test_images, test_labels, protocol=protocol, arch=arch, runs=runs,
-        epochs=epochs, seed=seed, progress=evaluate.ProgressPrinter(), **options,
+        epochs=epochs, seed=seed, progress=evaluate.ProgressPrinter(),
+        checkpoint_dir=checkpoint_dir, **options,
     )
 
 
@@ -518,7 +522,7 @@ def cmd_evaluate(args):
     _check_same_data(synthetic, info, source, args.allow_other_data)
     result = _evaluate(synthetic, test_images, test_labels, protocol=args.protocol,
                        arch=args.arch, runs=args.runs, epochs=args.epochs, seed=args.seed,
-                       flip=args.flip)
+                       flip=args.flip, checkpoint_dir=args.checkpoint_dir)
     if args.tensorboard:
         callbacks.log_evaluation(args.tensorboard, result.accuracies,
                                  step=synthetic.metadata["iterations"])

@@ -79,6 +79,23 @@ def test_baseline_writes_a_set_at_the_same_budget(npz, tmp_path, capsys):
     np.testing.assert_array_equal(np.bincount(saved.labels), [3, 3, 3])
 
 
+def test_evaluate_keeps_its_networks_checkpoints_and_a_rerun_goes_on_from_them(
+        npz, tmp_path, capsys):
+    status, _, err = _run(capsys, "baseline", "--method", "random", "--dataset", npz,
+                          "--ipc", 3, "--out", tmp_path / "random")
+    assert status == 0, err
+    command = ("evaluate", tmp_path / "random", "--dataset", npz, "--arch", "mlp", "--runs", 2,
+               "--checkpoint-dir", tmp_path / "nets")
+    status, out, err = _run(capsys, *command, "--epochs", 2)
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "nets").iterdir()) == ["run-0.npz", "run-1.npz"]
+    status, again, err = _run(capsys, *command, "--epochs", 2)  # both runs finished: tested only
+    assert status == 0 and again.splitlines()[-1] == out.splitlines()[-1], err
+    status, _, err = _run(capsys, *command, "--epochs", 3)
+    assert status == 2 and "holds the training of another network (it differs in epochs)" in err
+    assert err.count("\n") == 1
+
+
 def test_errors_are_one_line_with_exit_status_2(npz, tmp_path, capsys):
     status, _, err = _run(capsys, "condense", "--dataset", "nosuch", "--out", tmp_path / "x")
     assert status == 2 and err.startswith("m3d: error: unknown dataset 'nosuch'; known names:")
