@@ -19,7 +19,7 @@ A condensation (up to an hour at IPC 10) is checkpointed every --checkpoint-ever
 beside its set, so a stopped build resumes where it stopped and gives the set an uninterrupted
 one would; its build time is the sum of its runs. So is a network in training, every 50 of its
 1,000 epochs (m3d_tf.evaluate's checkpoint_dir; an AlexNet on M3D's IPC 10 set trains for about
-two hours at one thread), in <set>.nets beside the set until its accuracy is in the ledger: a
+50 min at one thread, a ConvNet-3 on its IPC 50 set over an hour), in <set>.nets beside the set until its accuracy is in the ledger: a
 stopped network goes on to the accuracy an uninterrupted one reaches, and its time is the sum
 of its runs' training.
 The same command run again builds and trains only what is missing, then rewrites the table in
@@ -123,7 +123,7 @@ def checkpoint_dir(directory):
 
 def net_checkpoint_dir(directory, key):
     """Where the network of ledger key `key`, trained on the set at `directory`, keeps its
-    checkpoint until its accuracy is recorded (an AlexNet on M3D's IPC 10 set trains for hours)."""
+    checkpoint until its accuracy is recorded (a network can outlast the job that started it)."""
     return directory.with_name(directory.name + ".nets") / ledgers.digest(key)
 
 
