@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -245,6 +246,15 @@ def shown(path):
         return str(path.relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def drop_recorded(directory):
+    """Removes the checkpoints of work whose line is now in the ledger (`directory`), and their
+    parent folder once it holds no other work's."""
+    directory = pathlib.Path(directory)
+    shutil.rmtree(directory)
+    if not any(directory.parent.iterdir()):
+        directory.parent.rmdir()
 
 
 def mean_std(values):

@@ -19,9 +19,9 @@ A condensation (up to an hour at IPC 10) is checkpointed every --checkpoint-ever
 beside its set, so a stopped build resumes where it stopped and gives the set an uninterrupted
 one would; its build time is the sum of its runs. So is a network in training, every 50 of its
 1,000 epochs (m3d_tf.evaluate's checkpoint_dir; an AlexNet on M3D's IPC 10 set trains for about
-50 min at one thread, a ConvNet-3 on its IPC 50 set over an hour), in <set>.nets beside the set until its accuracy is in the ledger: a
-stopped network goes on to the accuracy an uninterrupted one reaches, and its time is the sum
-of its runs' training.
+50 min at one thread, a ConvNet-3 on its IPC 50 set over an hour), in <set>.nets beside the set
+until its accuracy is in the ledger: a stopped network goes on to the accuracy an uninterrupted
+one reaches, and its time is the sum of its runs' training.
 The same command run again builds and trains only what is missing, then rewrites the table in
 docs/benchmarks.md from every line of the ledger. Work is done cheapest first, so an interrupted
 run leaves whole rows rather than a scattering.
@@ -230,9 +230,7 @@ class Filler:
                 seconds = time.time() - started + (0.0 if done is None else done[1])
                 self.ledger.add(keys[net], {"accuracy": result.accuracies[0],
                                             "seconds": round(seconds, 1), **extra})
-                shutil.rmtree(saved)  # the accuracy is kept: the network's state is not needed
-                if not any(saved.parent.iterdir()):
-                    saved.parent.rmdir()
+                ledgers.drop_recorded(saved)  # the accuracy is kept: its state is not needed
                 print(f"IPC {row.ipc} {method} seed {seed} {row.arch}/{row.protocol} "
                       f"({self.args.eval_dtype}) net {net}: "
                       f"{100 * result.accuracies[0]:.2f} % ({seconds:.0f} s)", flush=True)

@@ -35,7 +35,6 @@ import itertools
 import math
 import os
 import pathlib
-import shutil
 import sys
 import time
 
@@ -291,9 +290,7 @@ class Search:
                      "condense_seconds": round(seconds, 1),
                      "evaluate_seconds": round(before + time.time() - started, 1)}
             self.ledger.add(key, value)
-            shutil.rmtree(saved)  # the trial is recorded: its networks' states go
-            if not any(saved.parent.iterdir()):
-                saved.parent.rmdir()
+            ledgers.drop_recorded(saved)  # the trial is recorded: its networks' states go
             print(f"IPC {ipc} {setting.label()}, {iterations} it, {epochs} ep: "
                   f"validation {100 * result.mean:.2f} %", flush=True)
         return value["mean"]

@@ -741,10 +741,11 @@ def evaluate(train_images, train_labels, test_images, test_labels, *, mean, std,
     nonnegative_int("seed", seed)
     epochs = positive_int("epochs", epochs)
     eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
-    validate_every = max(1, epochs // 20) if validate_every is None else validate_every
-    validate_every = positive_int("validate_every", validate_every)
-    checkpoint_every = max(1, epochs // 20) if checkpoint_every is None else checkpoint_every
-    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    every = max(1, epochs // 20)  # both defaults: 20 checks and checkpoints a run
+    validate_every = positive_int("validate_every", every if validate_every is None
+                                  else validate_every)
+    checkpoint_every = positive_int("checkpoint_every", every if checkpoint_every is None
+                                    else checkpoint_every)
     x_train = as_float_images(train_images, "train_images")
     x_test = as_float_images(test_images, "test_images")
     if x_test.shape[1:] != x_train.shape[1:]:
