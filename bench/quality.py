@@ -1,7 +1,10 @@
 """Quality benchmark: M3D vs DM vs random vs herding on Fashion-MNIST, equal budget.
 
 For each IPC, condenses the real Fashion-MNIST training set with the m3d and dm
-recipes for the same number of iterations, selects random and herding subsets at
+recipes for the same number of iterations (with each recipe's own pixel learning rate
+and random-net schedule, as every run documented in docs/benchmarks.md did, or with
+`--settings tuned` the values chosen on a validation split, recipes.TUNED, that the
+`m3d` command and bench/quality_table.py use), selects random and herding subsets at
 the same storage budget, trains `--runs` fresh ConvNet-3 on each set (IDC/M3D
 protocol by default) and tests them on the real 10,000-image test split. Final
 accuracies only (never the best epoch). Appends a dated section with the
@@ -48,16 +51,39 @@ def _reused(directory, method, ipc, args):
     want = {"method": method, "ipc": ipc, "seed": args.seed}
     have = {"method": m.get("method"), "ipc": m.get("ipc"), "seed": m.get("seed")}
     if method in recipes.RECIPES:
+        chosen = _rate_and_ipm(method, ipc, args.settings)
         want.update(iterations=args.iterations, real_per_class=args.real_per_class,
-                    compute_dtype="bfloat16" if args.bf16 else "float32")
+                    ipm=chosen["ipm"], compute_dtype="bfloat16" if args.bf16 else "float32")
         have.update(iterations=m.get("iterations"), real_per_class=config.get("real_per_class"),
-                    compute_dtype=config.get("compute_dtype"))
+                    ipm=config.get("ipm"), compute_dtype=config.get("compute_dtype"))
+        if m.get("learning_rate") is not None:  # sets saved before it was recorded lack it
+            want["learning_rate"] = chosen["learning_rate"]
+            have["learning_rate"] = m["learning_rate"]
     if want != have:
         differ = ", ".join(f"{k} {have[k]!r} (asked {want[k]!r})" for k in want
                            if want[k] != have[k])
         sys.exit(f"--reuse: {directory} was built with {differ}; drop --reuse to build it again "
                  "or point --sets at a matching directory")
     return synthetic
+
+
+def _rate_and_ipm(method, ipc, settings):
+    """The pixel learning rate and ipm a recipe condenses with at `ipc` under --settings.
+
+    "recipe": the recipe's own (m3d: lr = IPC, a new random net every 5 iterations), as every
+    run of this script before recipes.TUNED; "tuned": recipes.settings_for on Fashion-MNIST
+    (the values chosen on a validation split where there are some, else the recipe's).
+    """
+    chosen = recipes.settings_for(method, ipc, "fashion_mnist" if settings == "tuned" else None)
+    return {"learning_rate": chosen["learning_rate"], "ipm": chosen["ipm"]}
+
+
+def _settings_text(methods, ipcs, settings):
+    """'m3d IPC 10 lr 10 ipm 5, dm IPC 10 lr 0.1 ipm 1': the rates and ipm a run condenses with."""
+    return ", ".join(
+        f"{method} IPC {ipc} lr {chosen['learning_rate']:g} ipm {chosen['ipm']}"
+        for method in methods if method in recipes.RECIPES for ipc in ipcs
+        for chosen in [_rate_and_ipm(method, ipc, settings)]) or "none condensed"
 
 
 def main(argv=None):
@@ -69,6 +95,10 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--protocol", default="idc", choices=sorted(evaluate.PROTOCOLS))
     parser.add_argument("--methods", nargs="+", default=["m3d", "dm", "random", "herding"])
+    parser.add_argument("--settings", choices=["recipe", "tuned"], default="recipe",
+                        help="m3d's pixel learning rate and ipm: the recipe's own (lr = IPC, "
+                        "ipm 5; default, as in the documented runs) or the values chosen on a "
+                        "validation split (recipes.TUNED)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 random-net compute")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -94,7 +124,8 @@ def main(argv=None):
             if reused:
                 synthetic = _reused(saved, method, ipc, args)
             elif method in recipes.RECIPES:
-                overrides = {"real_per_class": args.real_per_class}
+                overrides = {"real_per_class": args.real_per_class,
+                             **_rate_and_ipm(method, ipc, args.settings)}
                 if args.bf16:
                     overrides["compute_dtype"] = "bfloat16"
                 condenser, history = recipes.condense(
@@ -124,6 +155,8 @@ def main(argv=None):
             print(f"IPC {ipc:>2} {method:>8}: {100 * result.mean:.2f} ± {100 * result.std:.2f} "
                   f"({result.accuracies})", flush=True)
 
+    chosen_by = ("chosen on a validation split (recipes.TUNED)" if args.settings == "tuned"
+                 else "each recipe's own")
     lines = [
         "",
         f"## Quality: Fashion-MNIST, {datetime.date.today().isoformat()}",
@@ -132,9 +165,10 @@ def main(argv=None):
         f"Machine: {machine}. Wall time: {(time.time() - started) / 60:.1f} min.",
         f"Budget: {args.iterations} condensation iterations with {args.real_per_class} real images "
         f"per class per step for m3d and dm (recipes in m3d_tf/recipes.py"
-        f"{', bfloat16 random nets' if args.bf16 else ''}); evaluation: protocol "
-        f"{args.protocol}, ConvNet-3, {args.epochs} epochs, {args.runs} runs, final test accuracy "
-        "on the real 10,000-image test split (mean ± std over runs). Published numbers (1,000 "
+        f"{', bfloat16 random nets' if args.bf16 else ''}; pixel learning rate and ipm "
+        f"{chosen_by}: {_settings_text(args.methods, args.ipc, args.settings)}); evaluation: "
+        f"protocol {args.protocol}, ConvNet-3, {args.epochs} epochs, {args.runs} runs, final "
+        "test accuracy on the real 10,000-image test split (mean ± std over runs). Published numbers (1,000 "
         "epochs, m3d_reference.md) for context."
         + (f" Build 'saved': the set was loaded from `{args.sets}`, built there by an earlier run "
            "of this command without --reuse (same budget, checked against its metadata)."

@@ -166,6 +166,10 @@ class SyntheticSet:
             iterations: condensation iterations run.
             final_mmd: total MMD^2 at the end (e.g. history.history["mmd"][-1]), or None.
             method: "m3d", or "dm" for the condenser with the linear kernel.
+
+        The pixel learning rate of a compiled condenser's optimiser is recorded as
+        "learning_rate" (None before compile): with iterations, real_per_class and ipm (in
+        condenser_config) it is what a rerun needs to make the same set.
         """
         # The method's settings only: Keras' own entries (the layer name, which counts the
         # condensers made in the process, trainable, dtype policy) would make two identical runs
@@ -181,7 +185,7 @@ class SyntheticSet:
             info, method=method, ipc=config["ipc"], factor=config["factor"],
             kernel=config["kernel"], kernel_options={k: config[k] for k in _KERNEL_OPTIONS},
             iterations=iterations, seed=config["seed"], final_mmd=final_mmd,
-            condenser_config=config,
+            condenser_config=config, learning_rate=_pixel_rate(condenser),
         )
         return cls(condenser.synthetic_images(), condenser.synthetic_labels(), metadata)
 
@@ -208,6 +212,13 @@ class SyntheticSet:
         mean = np.asarray(self.metadata["mean"], np.float32)
         std = np.asarray(self.metadata["std"], np.float32)
         return (np.asarray(images, np.float32) - mean) / std
+
+
+def _pixel_rate(condenser):
+    """The current learning rate of a compiled condenser's optimiser (float), else None."""
+    optimizer = getattr(condenser, "optimizer", None)
+    rate = getattr(optimizer, "learning_rate", None)
+    return None if rate is None else float(np.asarray(rate))
 
 
 def set_flip(metadata):

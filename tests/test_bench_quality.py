@@ -1,4 +1,5 @@
-"""Tests for bench/quality.py's --reuse: it evaluates saved sets only when their budget matches."""
+"""Tests for bench/quality.py: the settings it condenses with (--settings) and --reuse, which
+evaluates saved sets only when their budget matches."""
 
 import argparse
 import importlib.util
@@ -7,7 +8,7 @@ import re
 
 import pytest
 
-from m3d_tf import baselines, io
+from m3d_tf import baselines, io, recipes
 from m3d_tf.data import DatasetInfo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ def _quality():
 
 
 def _args(**overrides):
-    values = dict(seed=3, iterations=800, real_per_class=64, bf16=True)
+    values = dict(seed=3, iterations=800, real_per_class=64, bf16=True, settings="recipe")
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -58,3 +59,47 @@ def test_reuse_needs_sets(capsys):
         _quality().main(["--reuse"])
     assert raised.value.code == 2
     assert "--reuse evaluates the sets saved under --sets DIR" in capsys.readouterr().err
+
+
+def test_settings_recipe_are_the_documented_runs_and_tuned_the_validation_choice():
+    quality = _quality()
+    # Every run in docs/benchmarks.md (before recipes.TUNED): lr = IPC and a new net every 5.
+    assert quality._rate_and_ipm("m3d", 10, "recipe") == {"learning_rate": 10.0, "ipm": 5}
+    assert quality._rate_and_ipm("m3d", 1, "recipe") == {"learning_rate": 1.0, "ipm": 5}
+    tuned = recipes.TUNED["m3d"]["fashion_mnist"][10]
+    assert quality._rate_and_ipm("m3d", 10, "tuned") == {
+        "learning_rate": tuned["learning_rate"], "ipm": tuned["ipm"]}
+    assert quality._rate_and_ipm("m3d", 10, "tuned") != quality._rate_and_ipm("m3d", 10, "recipe")
+    for settings in ("recipe", "tuned"):  # DM has no tuned values
+        assert quality._rate_and_ipm("dm", 10, settings) == {"learning_rate": 0.1, "ipm": 1}
+    assert quality._settings_text(["m3d", "dm", "random"], [1, 10], "recipe") == (
+        "m3d IPC 1 lr 1 ipm 5, m3d IPC 10 lr 10 ipm 5, dm IPC 1 lr 0.1 ipm 1, "
+        "dm IPC 10 lr 0.1 ipm 1")
+    assert quality._settings_text(["herding"], [10], "tuned") == "none condensed"
+
+
+def test_reuse_refuses_a_set_condensed_with_another_ipm(fmnist_small, fmnist_small_info,
+                                                        tmp_path):
+    condenser = recipes.build_condenser(fmnist_small_info, 1, recipe="m3d", seed=3, ipm=5,
+                                        real_per_class=64, compute_dtype="bfloat16")
+    condenser.initialize((fmnist_small.x_train, fmnist_small.y_train))
+    directory = tmp_path / "ipc1-m3d"
+    io.save_set(directory, io.SyntheticSet.from_condenser(condenser, fmnist_small_info,
+                                                          iterations=800))
+    assert _quality()._reused(directory, "m3d", 1, _args()).metadata["method"] == "m3d"
+    # The tuned IPC-1 schedule is a new net every iteration: this set is not that run's.
+    with pytest.raises(SystemExit, match=r"ipm 5 \(asked 1\)"):
+        _quality()._reused(directory, "m3d", 1, _args(settings="tuned"))
+
+
+def test_reuse_refuses_a_set_condensed_at_another_pixel_rate(fmnist_small, fmnist_small_info,
+                                                             tmp_path):
+    condenser = recipes.build_condenser(fmnist_small_info, 2, recipe="m3d", seed=3, ipm=5,
+                                        real_per_class=64, compute_dtype="bfloat16")
+    condenser.initialize((fmnist_small.x_train, fmnist_small.y_train))
+    condenser.compile(learning_rate=5.0)  # the recipe's rate at IPC 2 is 2
+    directory = tmp_path / "ipc2-m3d"
+    io.save_set(directory, io.SyntheticSet.from_condenser(condenser, fmnist_small_info,
+                                                          iterations=800))
+    with pytest.raises(SystemExit, match=r"learning_rate 5\.0 \(asked 2\.0\)"):
+        _quality()._reused(directory, "m3d", 2, _args())

@@ -218,6 +218,10 @@ def test_from_condenser_describes_the_condenser():
     assert again.name != condenser.name
     assert io.SyntheticSet.from_condenser(again, info, iterations=40, final_mmd=0.5).metadata[
         "condenser_config"] == m["condenser_config"]
+    assert m["learning_rate"] is None  # not compiled: no optimiser, no rate
+    again.compile(learning_rate=2.5)
+    assert io.SyntheticSet.from_condenser(again, info, iterations=40).metadata[
+        "learning_rate"] == 2.5
     with pytest.raises(ValueError, match=r"has \(num_classes, image_shape\) = \(2, \[8, 8, 1\]\) "
                                          r"but dataset 'toy' has \(3, \[16, 16, 1\]\)"):
         io.SyntheticSet.from_condenser(condenser, _info(), iterations=40)
