@@ -551,9 +551,13 @@ def cmd_show(args):
     synthetic = io.load_set(args.set)
     meta = synthetic.metadata
     grid = pathlib.Path(args.set) / "grid.png"
-    rows = [[k, json.dumps(meta[k])] for k in (
+    config = meta.get("condenser_config") or {}  # condensed sets: how they were made
+    made = {"learning_rate": meta.get("learning_rate"), "real_per_class":
+            config.get("real_per_class"), "ipm": config.get("ipm"), "flip": io.set_flip(meta)}
+    rows = [[k, json.dumps(made[k] if k in made else meta[k])] for k in (
         "method", "dataset", "num_classes", "image_shape", "ipc", "factor", "kernel",
-        "iterations", "seed", "final_mmd", "library_version", "created",
+        "iterations", "learning_rate", "real_per_class", "ipm", "flip", "seed", "final_mmd",
+        "library_version", "created",
     )]
     _say(_table(rows, ["key", "value"]))
     _say(f"grid: {grid}")

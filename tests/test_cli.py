@@ -61,6 +61,13 @@ def test_condense_resume_show_evaluate(npz, tmp_path, capsys):
 
     status, out, _ = _run(capsys, "show", whole)
     assert status == 0 and f"grid: {whole / 'grid.png'}" in out and '"gaussian_mix"' in out
+    # How the set was made: the rate and schedule it was condensed with, and its flip choice.
+    shown = dict(line.split(None, 1) for line in out.splitlines()[2:-1])
+    assert saved.metadata["learning_rate"] > 0
+    assert json.loads(shown["learning_rate"]) == saved.metadata["learning_rate"]
+    assert json.loads(shown["real_per_class"]) == 8
+    assert json.loads(shown["ipm"]) == saved.metadata["condenser_config"]["ipm"]
+    assert json.loads(shown["flip"]) == io.set_flip(saved.metadata)
 
     status, out, err = _run(capsys, "evaluate", whole, "--dataset", npz, "--epochs", 1,
                             "--runs", 1)

@@ -82,7 +82,8 @@ def test_condense_and_show_print_only_our_lines_and_verbose_lets_tensorflow_thro
     assert lines[0].split() == ["key", "value"] and set(lines[1]) == {"-", " "}
     assert [line.split()[0] for line in lines[2:-1]] == [
         "method", "dataset", "num_classes", "image_shape", "ipc", "factor", "kernel",
-        "iterations", "seed", "final_mmd", "library_version", "created"]
+        "iterations", "learning_rate", "real_per_class", "ipm", "flip", "seed", "final_mmd",
+        "library_version", "created"]
     assert lines[-1] == f"grid: {out / 'grid.png'}"
     assert not TENSORFLOW_LINE.search(stdout)
 
