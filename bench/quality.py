@@ -168,8 +168,8 @@ def main(argv=None):
         f"{', bfloat16 random nets' if args.bf16 else ''}; pixel learning rate and ipm "
         f"{chosen_by}: {_settings_text(args.methods, args.ipc, args.settings)}); evaluation: "
         f"protocol {args.protocol}, ConvNet-3, {args.epochs} epochs, {args.runs} runs, final "
-        "test accuracy on the real 10,000-image test split (mean ± std over runs). Published numbers (1,000 "
-        "epochs, m3d_reference.md) for context."
+        "test accuracy on the real 10,000-image test split (mean ± std over runs). Published "
+        "numbers (1,000 epochs, m3d_reference.md) for context."
         + (f" Build 'saved': the set was loaded from `{args.sets}`, built there by an earlier run "
            "of this command without --reuse (same budget, checked against its metadata)."
            if args.reuse else ""),
