@@ -78,14 +78,21 @@ def test_settings_recipe_are_the_documented_runs_and_tuned_the_validation_choice
     assert quality._settings_text(["herding"], [10], "tuned") == "none condensed"
 
 
+def _saved_m3d(data, info, directory, ipc, learning_rate=None):
+    """An M3D set saved as `--sets` would hold it: seed 3, 800 iterations, 64 real images per
+    class, bfloat16 (as _args), ipm 5; compiled at `learning_rate` when one is given."""
+    condenser = recipes.build_condenser(info, ipc, recipe="m3d", seed=3, ipm=5,
+                                        real_per_class=64, compute_dtype="bfloat16")
+    condenser.initialize((data.x_train, data.y_train))
+    if learning_rate is not None:
+        condenser.compile(learning_rate=learning_rate)
+    io.save_set(directory, io.SyntheticSet.from_condenser(condenser, info, iterations=800))
+    return directory
+
+
 def test_reuse_refuses_a_set_condensed_with_another_ipm(fmnist_small, fmnist_small_info,
                                                         tmp_path):
-    condenser = recipes.build_condenser(fmnist_small_info, 1, recipe="m3d", seed=3, ipm=5,
-                                        real_per_class=64, compute_dtype="bfloat16")
-    condenser.initialize((fmnist_small.x_train, fmnist_small.y_train))
-    directory = tmp_path / "ipc1-m3d"
-    io.save_set(directory, io.SyntheticSet.from_condenser(condenser, fmnist_small_info,
-                                                          iterations=800))
+    directory = _saved_m3d(fmnist_small, fmnist_small_info, tmp_path / "ipc1-m3d", 1)
     assert _quality()._reused(directory, "m3d", 1, _args()).metadata["method"] == "m3d"
     # The tuned IPC-1 schedule is a new net every iteration: this set is not that run's.
     with pytest.raises(SystemExit, match=r"ipm 5 \(asked 1\)"):
@@ -94,12 +101,8 @@ def test_reuse_refuses_a_set_condensed_with_another_ipm(fmnist_small, fmnist_sma
 
 def test_reuse_refuses_a_set_condensed_at_another_pixel_rate(fmnist_small, fmnist_small_info,
                                                              tmp_path):
-    condenser = recipes.build_condenser(fmnist_small_info, 2, recipe="m3d", seed=3, ipm=5,
-                                        real_per_class=64, compute_dtype="bfloat16")
-    condenser.initialize((fmnist_small.x_train, fmnist_small.y_train))
-    condenser.compile(learning_rate=5.0)  # the recipe's rate at IPC 2 is 2
-    directory = tmp_path / "ipc2-m3d"
-    io.save_set(directory, io.SyntheticSet.from_condenser(condenser, fmnist_small_info,
-                                                          iterations=800))
+    # The recipe's rate at IPC 2 is 2.
+    directory = _saved_m3d(fmnist_small, fmnist_small_info, tmp_path / "ipc2-m3d", 2,
+                           learning_rate=5.0)
     with pytest.raises(SystemExit, match=r"learning_rate 5\.0 \(asked 2\.0\)"):
         _quality()._reused(directory, "m3d", 2, _args())
