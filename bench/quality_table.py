@@ -87,7 +87,11 @@ PLAN = (
 
 
 def budget(method, ipc, dtype):
-    """What a set's content depends on besides (method, ipc, seed), as a JSON-able dict."""
+    """What a set's content depends on besides (method, ipc, seed), as a JSON-able dict.
+
+    The factor is in it only where the chosen one differs from the method's recipe (the sets
+    built before the factor could be chosen keep their keys and directories).
+    """
     from m3d_tf import recipes
 
     if method not in CONDENSED:
@@ -96,12 +100,30 @@ def budget(method, ipc, dtype):
     chosen = m3d if method == "m3d" else recipes.settings_for(
         method, ipc, "fashion_mnist", iterations=m3d["iterations"],
         real_per_class=m3d["real_per_class"])
+    chosen = dict(chosen)
+    if chosen["factor"] == recipes.get_recipe(method).factor:
+        del chosen["factor"]
     return {**chosen, "compute_dtype": dtype}
+
+
+def spent(skey):
+    """A set key's budget as the table shows it ('-' for a subset)."""
+    from m3d_tf import recipes
+
+    if "iterations" not in skey:
+        return "-"
+    factor = skey.get("factor", recipes.get_recipe(skey["method"]).factor)
+    return (f"{skey['iterations']} it, {skey['real_per_class']} real/class, lr "
+            f"{skey['learning_rate']:g}, ipm {skey['ipm']}, factor {factor}")
 
 
 def set_key(method, ipc, seed, dtype):
     return {"table": "quality", "dataset": "fashion_mnist", "method": method, "ipc": ipc,
             "seed": seed, **budget(method, ipc, dtype)}
+
+
+# A network's ledger key is its set's key and these.
+NET_FIELDS = ("arch", "protocol", "epochs", "net", "eval_dtype")
 
 
 def net_key(skey, arch, protocol, epochs, net, eval_dtype="float32"):
@@ -193,6 +215,7 @@ class Filler:
             images, labels, info, skey["ipc"], recipe=skey["method"],
             iterations=skey["iterations"], learning_rate=skey["learning_rate"],
             seed=skey["seed"], real_per_class=skey["real_per_class"], ipm=skey["ipm"],
+            factor=skey.get("factor", recipes.get_recipe(skey["method"]).factor),
             compute_dtype=skey["compute_dtype"], callbacks=callbacks,
             resume_from=None if step is None else saved,
         )
@@ -242,48 +265,75 @@ def _fmt_seconds(seconds):
     return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds:.0f} s"
 
 
+def earlier_budgets(ledger, row, method, epochs, dtype, eval_dtype):
+    """Set keys of this row and method that the ledger has networks for but the current budget
+    no longer gives (a recipe's chosen settings changed since), grouped by budget:
+    {budget digest: {seed: set key}}, in the order of their first network."""
+    current = {seed: set_key(method, row.ipc, seed, dtype) for seed in row.seeds}
+    groups = {}
+    for entry in sorted(ledger.entries(table="quality", ipc=row.ipc, method=method, arch=row.arch,
+                                       protocol=row.protocol, epochs=epochs,
+                                       eval_dtype=None if eval_dtype == "float32" else eval_dtype),
+                        key=lambda e: e["when"]):
+        skey = {k: v for k, v in entry["key"].items() if k not in NET_FIELDS}
+        if (skey["seed"] not in current or skey == current[skey["seed"]]
+                or skey.get("compute_dtype", dtype) != dtype):
+            continue
+        shared = {k: v for k, v in skey.items() if k != "seed"}
+        groups.setdefault(ledgers.digest(shared), {})[skey["seed"]] = skey
+    return groups
+
+
 def table(ledger, plan, methods, epochs, dtype, eval_dtype="float32"):
-    """The markdown table of the plan from the ledger: what is there, and what is missing."""
+    """The markdown table of the plan from the ledger: what is there, and what is missing.
+
+    Networks of sets built under an earlier budget (before a recipe's chosen settings changed)
+    keep rows of their own, marked "earlier setting", under the current budget's row.
+    """
     lines = [
         "| IPC | arch / protocol | method | budget | networks from sets | test accuracy (%) | "
         "build per set | per network | published |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def line(row, method, skeys, earlier):
+        accuracies, builds, costs, sets = [], [], [], 0
+        for skey in skeys.values():
+            found = [ledger.get(net_key(skey, row.arch, row.protocol, epochs, n, eval_dtype))
+                     for n in range(row.nets)]
+            found = [f for f in found if f is not None]
+            if found:
+                sets += 1
+                built = ledger.get(skey)
+                if built is not None:
+                    builds.append(built["seconds"])
+            accuracies += [f["accuracy"] for f in found]
+            costs += [f["seconds"] for f in found]
+        if accuracies:
+            mean, std = ledgers.mean_std(accuracies)
+            score = f"{100 * mean:.2f} ± {100 * std:.2f}"
+        else:
+            score = "(not yet run)"
+        published = None
+        if (row.arch, row.protocol) == ("convnet", "idc") and not earlier:  # the target: IDC's
+            published = (f"(IDC {PUBLISHED['idc'][row.ipc]})" if method == "m3d"
+                         else PUBLISHED.get(method, {}).get(row.ipc))
+        what = spent(next(iter(skeys.values()))) + (" (earlier setting)" if earlier else "")
+        return (
+            f"| {row.ipc} | {row.arch} / {row.protocol} | {method} | {what} | "
+            f"{len(accuracies)} from {sets} of {len(row.seeds) * row.nets} from "
+            f"{len(row.seeds)} | "
+            f"{score} | {_fmt_seconds(sum(builds) / len(builds) if builds else None)} | "
+            f"{_fmt_seconds(sum(costs) / len(costs) if costs else None)} | "
+            f"{'-' if published is None else published} |"
+        )
+
     for row in plan:
         for method in methods:
-            accuracies, builds, costs, sets = [], [], [], 0
-            for seed in row.seeds:
-                skey = set_key(method, row.ipc, seed, dtype)
-                found = [ledger.get(net_key(skey, row.arch, row.protocol, epochs, n, eval_dtype))
-                         for n in range(row.nets)]
-                found = [f for f in found if f is not None]
-                if found:
-                    sets += 1
-                    built = ledger.get(skey)
-                    if built is not None:
-                        builds.append(built["seconds"])
-                accuracies += [f["accuracy"] for f in found]
-                costs += [f["seconds"] for f in found]
-            b = budget(method, row.ipc, dtype)
-            spent = (f"{b['iterations']} it, {b['real_per_class']} real/class, lr "
-                     f"{b['learning_rate']:g}, ipm {b['ipm']}" if b else "-")
-            if accuracies:
-                mean, std = ledgers.mean_std(accuracies)
-                score = f"{100 * mean:.2f} ± {100 * std:.2f}"
-            else:
-                score = "(not yet run)"
-            published = None
-            if (row.arch, row.protocol) == ("convnet", "idc"):  # the target, for M3D: IDC's
-                published = (f"(IDC {PUBLISHED['idc'][row.ipc]})" if method == "m3d"
-                             else PUBLISHED.get(method, {}).get(row.ipc))
-            lines.append(
-                f"| {row.ipc} | {row.arch} / {row.protocol} | {method} | {spent} | "
-                f"{len(accuracies)} from {sets} of {len(row.seeds) * row.nets} from "
-                f"{len(row.seeds)} | "
-                f"{score} | {_fmt_seconds(sum(builds) / len(builds) if builds else None)} | "
-                f"{_fmt_seconds(sum(costs) / len(costs) if costs else None)} | "
-                f"{'-' if published is None else published} |"
-            )
+            current = {seed: set_key(method, row.ipc, seed, dtype) for seed in row.seeds}
+            lines.append(line(row, method, current, earlier=False))
+            for skeys in earlier_budgets(ledger, row, method, epochs, dtype, eval_dtype).values():
+                lines.append(line(row, method, skeys, earlier=True))
     return "\n".join(lines)
 
 

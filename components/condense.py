@@ -415,7 +415,7 @@ class Executor(base_executor.BaseExecutor):
             board = TensorBoardCallback(
                 os.path.join(artifact.uri, LOG_DIR), class_names=info.class_names,
                 image_every=max(1, iterations // 10),
-                decoded=overrides.get("factor", recipe.factor) > 1,
+                decoded=overrides.get("factor", defaults["factor"]) > 1,
             )
             condenser, history = recipes.condense(
                 class_files, None, info, exec_properties["ipc"], recipe=recipe.name,

@@ -84,14 +84,14 @@ def build_condenser(info, ipc, *, recipe="m3d", seed=0, **overrides):
         ipc: stored images per class.
         recipe: a key of RECIPES.
         seed: int seed.
-        **overrides: M3DCondenser arguments that replace the recipe's (ipm and real_per_class:
-            settings_for's, chosen per dataset and IPC where there are chosen values; e.g.
-            factor=1, real_per_class=64, kernel="polynomial").
+        **overrides: M3DCondenser arguments that replace the recipe's (ipm, real_per_class and
+            factor: settings_for's, chosen per dataset and IPC where there are chosen values;
+            e.g. factor=1, real_per_class=64, kernel="polynomial").
     """
     chosen = get_recipe(recipe)
     tuned = settings_for(recipe, ipc, info.name)
     kwargs = dict(
-        kernel=chosen.kernel, ipm=tuned["ipm"], factor=chosen.factor,
+        kernel=chosen.kernel, ipm=tuned["ipm"], factor=tuned["factor"],
         augmentation=chosen.augmentation, init=chosen.init,
         real_per_class=tuned["real_per_class"],
         flip=info.flips,
@@ -215,7 +215,8 @@ TUNED = {
 
 
 def settings_for(recipe, ipc, dataset=None, **overrides):
-    """The condensation settings a recipe runs at `ipc`: iterations, real_per_class, ipm, lr.
+    """The condensation settings a recipe runs at `ipc`: iterations, real_per_class, ipm, lr and
+    factor.
 
     The values chosen on a validation split for this dataset (its DatasetInfo.name) and IPC
     (TUNED) where there are some, else the recipe's defaults; `overrides` replace either (e.g. DM
@@ -223,11 +224,12 @@ def settings_for(recipe, ipc, dataset=None, **overrides):
     the M3DCondense component comes from here.
 
     Returns:
-        dict with keys iterations, real_per_class, ipm, learning_rate.
+        dict with keys iterations, real_per_class, ipm, learning_rate, factor.
     """
     chosen = get_recipe(recipe)
     settings = dict(iterations=chosen.iterations, real_per_class=chosen.real_per_class,
-                    ipm=chosen.ipm, learning_rate=chosen.learning_rate_for(ipc))
+                    ipm=chosen.ipm, learning_rate=chosen.learning_rate_for(ipc),
+                    factor=chosen.factor)
     settings.update(TUNED.get(recipe, {}).get(dataset, {}).get(ipc, {}))
     unknown = sorted(set(overrides) - set(settings))
     if unknown:

@@ -84,8 +84,8 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
     _check_int("epochs", epochs, 1)
     _check_choice("protocol", protocol, evaluate.PROTOCOLS)
     _check_choice("arch", arch, networks.NETWORKS)
-    chosen = recipes.RECIPES[recipe]
-    real = chosen.real_per_class if real_per_class is None else real_per_class
+    chosen = recipes.settings_for(recipe, ipc, source)  # what M3DCondense will run by default
+    real = chosen["real_per_class"] if real_per_class is None else real_per_class
     if train_per_class is not None and real > train_per_class:
         whose = "" if real_per_class is not None else f" (the {recipe} recipe's)"
         raise SettingsError(
@@ -96,7 +96,7 @@ def check_settings(*, source, eval_per_class, train_per_class, test_per_class, r
     shape = catalog_image_shape(source)
     if shape is not None:
         try:
-            parameterization.validate_factor(shape, chosen.factor if factor is None else factor)
+            parameterization.validate_factor(shape, chosen["factor"] if factor is None else factor)
         except ValueError as error:
             raise SettingsError(f"source={source!r}: {error}") from None
 

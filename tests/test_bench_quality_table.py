@@ -96,6 +96,43 @@ def test_bfloat16_networks_are_their_own_entries_paired_with_float32_in_the_pari
     assert len(pairs) == 3 and pairs[2].startswith("| 1 | mlp / idc | random | 2 |")
 
 
+def test_a_chosen_factor_gets_sets_of_its_own_and_the_earlier_budget_keeps_its_row(
+        fmnist_small, tmp_path, monkeypatch):
+    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    chosen = dict(iterations=2, real_per_class=8, ipm=1, learning_rate=1.0)
+    monkeypatch.setitem(recipes.TUNED, "m3d", {"fashion_mnist": {1: chosen}})
+    info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
+                       (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
+    args = argparse.Namespace(sets=str(tmp_path / "sets"), epochs=1, dtype="float32",
+                              eval_dtype="float32")
+    ledger = ledgers.Ledger(tmp_path / "quality.jsonl")
+    row = quality.Row(1, "mlp", "idc", (0,), 1)
+
+    def fill():
+        filler = quality.Filler(args, ledger)
+        filler._data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test,
+                        fmnist_small.y_test)
+        filler.fill(row, "m3d")
+        skey = quality.set_key("m3d", 1, 0, "float32")
+        return skey, filler.synthetic(skey)
+
+    before, recipe_factor = fill()
+    assert "factor" not in before and recipe_factor.metadata["factor"] == 2  # the recipe's
+    monkeypatch.setitem(recipes.TUNED, "m3d", {"fashion_mnist": {1: {**chosen, "factor": 1}}})
+    after, chosen_factor = fill()
+    assert after["factor"] == 1 and chosen_factor.metadata["factor"] == 1
+    assert quality.set_dir(args.sets, after) != quality.set_dir(args.sets, before)
+    dm = quality.set_key("dm", 1, 0, "float32")  # M3D's iterations, its own recipe's factor
+    assert dm["iterations"] == 2 and "factor" not in dm
+
+    lines = [t for t in quality.table(ledger, [row], ["m3d"], 1, "float32").splitlines()
+             if "| m3d |" in t]
+    assert len(lines) == 2
+    assert "ipm 1, factor 1 |" in lines[0] and "| 1 from 1 of 1 from 1 |" in lines[0]
+    assert "factor 2 (earlier setting) |" in lines[1] and "| 1 from 1 of 1 from 1 |" in lines[1]
+    assert lines[1].endswith("| - |")  # the published target belongs to the current row only
+
+
 class _Stop(Exception):
     pass
 

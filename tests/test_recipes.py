@@ -6,13 +6,15 @@ import numpy as np
 
 from m3d_tf import cli, io, recipes
 
-CHOSEN = {"fashion_mnist": {1: dict(iterations=3, real_per_class=9, ipm=2, learning_rate=0.25)}}
+CHOSEN = {"fashion_mnist": {1: dict(iterations=3, real_per_class=9, ipm=2, learning_rate=0.25,
+                                    factor=1)}}
 
 
 def test_settings_for_takes_the_chosen_values_of_that_dataset_and_ipc_only(monkeypatch):
     monkeypatch.setitem(recipes.TUNED, "m3d", CHOSEN)
     m3d = recipes.get_recipe("m3d")
-    defaults = dict(iterations=m3d.iterations, real_per_class=m3d.real_per_class, ipm=m3d.ipm)
+    defaults = dict(iterations=m3d.iterations, real_per_class=m3d.real_per_class, ipm=m3d.ipm,
+                    factor=m3d.factor)
     assert recipes.settings_for("m3d", 1, "fashion_mnist") == CHOSEN["fashion_mnist"][1]
     assert recipes.settings_for("m3d", 1, "mnist") == {**defaults, "learning_rate": 1.0}
     assert recipes.settings_for("m3d", 10, "fashion_mnist") == {**defaults, "learning_rate": 10.0}
@@ -24,10 +26,11 @@ def test_build_condenser_and_condense_default_to_the_chosen_values(monkeypatch, 
     monkeypatch.setitem(recipes.TUNED, "m3d", CHOSEN)
     info = fmnist_small_info
     built = recipes.build_condenser(info, 1)
-    assert (built.ipm, built.real_per_class) == (2, 9)
+    assert (built.ipm, built.real_per_class, built.factor) == (2, 9, 1)
     other = recipes.build_condenser(dataclasses.replace(info, name="mnist"), 1)
-    assert (other.ipm, other.real_per_class) == (5, 128)  # the recipe's: nothing chosen there
+    assert (other.ipm, other.real_per_class, other.factor) == (5, 128, 2)  # nothing chosen there
     assert recipes.build_condenser(info, 1, ipm=3).ipm == 3  # an argument still wins
+    assert recipes.build_condenser(info, 1, factor=2).factor == 2
 
     condenser, history = recipes.condense(fmnist_small.x_train, fmnist_small.y_train, info, 1)
     assert int(condenser.optimizer.iterations.numpy()) == 3
@@ -46,4 +49,5 @@ def test_m3d_condense_defaults_to_the_chosen_values_of_the_data_it_reads(monkeyp
                      "--cache-dir", str(tmp_path / "cache")]) == 0
     metadata = io.load_set(out).metadata
     config = metadata["condenser_config"]
-    assert (metadata["iterations"], config["ipm"], config["real_per_class"]) == (3, 2, 9)
+    assert (metadata["iterations"], config["ipm"], config["real_per_class"],
+            metadata["factor"]) == (3, 2, 9, 1)
