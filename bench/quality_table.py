@@ -100,21 +100,24 @@ def budget(method, ipc, dtype):
     chosen = m3d if method == "m3d" else recipes.settings_for(
         method, ipc, "fashion_mnist", iterations=m3d["iterations"],
         real_per_class=m3d["real_per_class"])
-    chosen = dict(chosen)
     if chosen["factor"] == recipes.get_recipe(method).factor:
-        del chosen["factor"]
+        del chosen["factor"]  # settings_for's dict is a new one on every call
     return {**chosen, "compute_dtype": dtype}
+
+
+def set_factor(skey):
+    """The factor of a condensed set's key: its recipe's where budget() left it out."""
+    from m3d_tf import recipes
+
+    return skey.get("factor", recipes.get_recipe(skey["method"]).factor)
 
 
 def spent(skey):
     """A set key's budget as the table shows it ('-' for a subset)."""
-    from m3d_tf import recipes
-
     if "iterations" not in skey:
         return "-"
-    factor = skey.get("factor", recipes.get_recipe(skey["method"]).factor)
     return (f"{skey['iterations']} it, {skey['real_per_class']} real/class, lr "
-            f"{skey['learning_rate']:g}, ipm {skey['ipm']}, factor {factor}")
+            f"{skey['learning_rate']:g}, ipm {skey['ipm']}, factor {set_factor(skey)}")
 
 
 def set_key(method, ipc, seed, dtype):
@@ -215,7 +218,7 @@ class Filler:
             images, labels, info, skey["ipc"], recipe=skey["method"],
             iterations=skey["iterations"], learning_rate=skey["learning_rate"],
             seed=skey["seed"], real_per_class=skey["real_per_class"], ipm=skey["ipm"],
-            factor=skey.get("factor", recipes.get_recipe(skey["method"]).factor),
+            factor=set_factor(skey),
             compute_dtype=skey["compute_dtype"], callbacks=callbacks,
             resume_from=None if step is None else saved,
         )
@@ -265,11 +268,10 @@ def _fmt_seconds(seconds):
     return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds:.0f} s"
 
 
-def earlier_budgets(ledger, row, method, epochs, dtype, eval_dtype):
+def earlier_budgets(ledger, row, method, current, epochs, dtype, eval_dtype):
     """Set keys of this row and method that the ledger has networks for but the current budget
-    no longer gives (a recipe's chosen settings changed since), grouped by budget:
-    {budget digest: {seed: set key}}, in the order of their first network."""
-    current = {seed: set_key(method, row.ipc, seed, dtype) for seed in row.seeds}
+    (`current`: {seed: set key}) no longer gives (a recipe's chosen settings changed since),
+    grouped by budget: {budget digest: {seed: set key}}, in the order of their first network."""
     groups = {}
     for entry in sorted(ledger.entries(table="quality", ipc=row.ipc, method=method, arch=row.arch,
                                        protocol=row.protocol, epochs=epochs,
@@ -332,7 +334,8 @@ def table(ledger, plan, methods, epochs, dtype, eval_dtype="float32"):
         for method in methods:
             current = {seed: set_key(method, row.ipc, seed, dtype) for seed in row.seeds}
             lines.append(line(row, method, current, earlier=False))
-            for skeys in earlier_budgets(ledger, row, method, epochs, dtype, eval_dtype).values():
+            for skeys in earlier_budgets(ledger, row, method, current, epochs, dtype,
+                                         eval_dtype).values():
                 lines.append(line(row, method, skeys, earlier=True))
     return "\n".join(lines)
 
