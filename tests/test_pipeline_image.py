@@ -93,7 +93,10 @@ def _container_client():
                     "scripts/m3d-env run python -m pytest tests/test_pipeline_image.py`.")
     import docker
 
-    client = docker.DockerClient(base_url=os.environ["M3D_CONTAINER_HOST"])
+    # The SDK's default 60 s read timeout is shorter than a busy 2-core machine takes to import
+    # TensorFlow and TFX in the container before it prints anything (CI failed on it once);
+    # the launcher's ContainerRuntime allows 600 s too.
+    client = docker.DockerClient(base_url=os.environ["M3D_CONTAINER_HOST"], timeout=600)
     return client, os.environ["M3D_PIPELINE_IMAGE"]
 
 
