@@ -3,9 +3,12 @@
 import gzip
 import hashlib
 import io
+import json
 import re
 import socket
 import struct
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -290,9 +293,51 @@ def test_fashion_mnist_falls_back_to_the_idx_files(data_dirs, tmp_path):
     assert info.source == f"idx:{catalog.DEBIAN_FASHION_MNIST_DIR}"
     assert info.name == "fashion_mnist" and info.class_names == catalog.FASHION_MNIST_CLASSES
     assert images.shape == (10000, 28, 28, 1) and np.bincount(labels).tolist() == [1000] * 10
-    # The restored upstream files went to the cache dir before TFDS failed.
-    manual = data_dirs.cache_dir / "tfds_manual" / "fashion_mnist"
+
+
+PREPARE_AT_ONCE = """
+import json, pathlib, sys, time, warnings
+from m3d_tf.data import catalog
+data_dir, cache_dir, barrier, me = sys.argv[1:]
+pathlib.Path(barrier, me).touch()
+while len(list(pathlib.Path(barrier).iterdir())) < 2:  # both imported: start together
+    time.sleep(0.05)
+with warnings.catch_warnings():
+    warnings.filterwarnings("error", "TFDS could not prepare")  # the IDX fallback: a failure
+    reader = catalog.open_tfds("fashion_mnist", data_dir=data_dir, cache_dir=cache_dir)
+print(json.dumps({"source": reader.source, "sizes": reader.split_sizes}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_preparing_one_dataset_both_get_it_from_tfds(data_dirs, tmp_path):
+    """Two jobs started at once on a fresh machine: the second waits for the first's copy."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARE_AT_ONCE, str(data_dirs.data_dir),
+             str(data_dirs.cache_dir / me), str(barrier), me],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for me in ("first", "second")
+    ]
+    outputs = [job.communicate(timeout=600) for job in jobs]
+    for job, (out, err) in zip(jobs, outputs):
+        assert job.returncode == 0, err[-3000:]
+        assert json.loads(out.splitlines()[-1]) == {  # TFDS prints its progress before
+            "source": f"tfds:{data_dirs.data_dir / 'fashion_mnist' / '3.0.1'}",
+            "sizes": {"train": 60000, "test": 10000},
+        }
+    assert sorted(p.name for p in (data_dirs.data_dir / "fashion_mnist").iterdir()) == [
+        ".m3d_tf-prepare.lock", "3.0.1"
+    ]
+    # One prepared it, from the upstream files restored into its cache dir; the other found it done.
+    restored = [data_dirs.cache_dir / me / "tfds_manual" / "fashion_mnist"
+                for me in ("first", "second")]
+    assert sorted(path.is_dir() for path in restored) == [False, True]
     for name, sha256 in UPSTREAM_SHA256.items():
+        manual = next(path for path in restored if path.is_dir())
         assert hashlib.sha256((manual / name).read_bytes()).hexdigest() == sha256
 
 

@@ -16,7 +16,9 @@ If any step of the TFDS route fails, the same IDX files are read directly and a 
 DatasetInfo.source then starts with "idx:" instead of "tfds:".
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import pathlib
@@ -240,21 +242,53 @@ def _open_prepared(name, tfds_name, *, data_dir, manual_dir_from, cache_dir, dow
             "https://www.tensorflow.org/datasets/catalog/overview or a known name "
             f"({', '.join(sorted(KNOWN_DATASETS))})."
         ) from None
-    if not builder.is_prepared():
-        if manual_dir_from is not None:
-            manual_dir = prepare_fashion_mnist_manual_dir(
-                manual_dir_from, cache_dir / "tfds_manual" / tfds_name, type(builder).url_infos
-            )
-        elif download:
-            manual_dir = None
-            _check_reachable((type(builder).url_infos or {}).keys())
-        else:
-            raise FileNotFoundError(
-                f"{tfds_name} is not prepared in {builder.data_dir} and download=False"
-            )
-        config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-        builder.download_and_prepare(download_config=config)
+    if builder.is_prepared():
+        return _tfds_reader(name, builder)
+    if manual_dir_from is None and not download:
+        raise FileNotFoundError(
+            f"{tfds_name} is not prepared in {builder.data_dir} and download=False"
+        )
+    with _preparing(builder.data_dir):
+        # Another process (a second job, a pipeline's other component) may have prepared it while
+        # this one waited: a fresh builder reads what is on disk now.
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+        if not builder.is_prepared():
+            _prepare(builder, tfds_name, manual_dir_from, cache_dir)
     return _tfds_reader(name, builder)
+
+
+@contextlib.contextmanager
+def _preparing(version_dir):
+    """Holds an exclusive lock for preparing the TFDS dataset whose files go to `version_dir`.
+
+    Two processes preparing the same dataset at once would each write a temporary copy, and the
+    second to finish would fail to rename its copy into place. The lock file sits beside the
+    version's directory; a remote data dir (gs://...) is not locked.
+    """
+    version_dir = str(version_dir)
+    if "://" in version_dir:
+        yield
+        return
+    lock_path = pathlib.Path(version_dir).parent / ".m3d_tf-prepare.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on failure
+        yield
+
+
+def _prepare(builder, tfds_name, manual_dir_from, cache_dir):
+    """TFDS's download_and_prepare: offline from `manual_dir_from` when given, else downloading."""
+    import tensorflow_datasets as tfds
+
+    if manual_dir_from is not None:
+        manual_dir = prepare_fashion_mnist_manual_dir(
+            manual_dir_from, cache_dir / "tfds_manual" / tfds_name, type(builder).url_infos
+        )
+    else:
+        manual_dir = None
+        _check_reachable((type(builder).url_infos or {}).keys())
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    builder.download_and_prepare(download_config=config)
 
 
 def open_tfds(name, *, data_dir=None, cache_dir=None, download=True):
