@@ -96,10 +96,11 @@ def write(args, ledger, quality_ledger):
         "time)."))
 
 
-def run(args, ledger, quality_ledger):
+def run(args, ledger, filler):
+    """Trains and records every missing network of the flags' sets; `filler` a
+    quality_table.Filler (it loads or builds the table's sets, and reads the data)."""
     from m3d_tf import evaluate
 
-    filler = quality.Filler(args, quality_ledger)  # loads or builds the table's sets
     every = args.epochs // args.checks
     for ipc in args.ipc:
         for method in args.methods:
@@ -133,7 +134,7 @@ def run(args, ledger, quality_ledger):
                           f"{100 * result.final_accuracies[0]:.2f} %, best of {args.checks} "
                           f"checks {100 * result.accuracies[0]:.2f} % (epoch "
                           f"{result.selected_epochs[0]}; {seconds:.0f} s)", flush=True)
-                    write(args, ledger, quality_ledger)
+                    write(args, ledger, filler.ledger)
 
 
 def _parser():
@@ -170,7 +171,7 @@ def main(argv=None):
                          "the checks must fall on whole epochs, the last on the final one.")
     ledger, quality_ledger = ledgers.Ledger(args.ledger), ledgers.Ledger(args.quality_ledger)
     if not args.table_only:
-        run(args, ledger, quality_ledger)
+        run(args, ledger, quality.Filler(args, quality_ledger))
     write(args, ledger, quality_ledger)
 
 
