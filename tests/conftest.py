@@ -89,3 +89,28 @@ def data_dirs(tmp_path):
 import os  # noqa: E402
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "0")
+
+
+# === Benchmarks (bench/): a bench script as a module ===
+# The scripts under bench/ are run as files, not installed; their tests load them by path. Each
+# call loads a fresh module, so one test's monkeypatching or module state never reaches another.
+
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench():
+    """A function: bench("search") loads bench/search.py as a fresh module and returns it."""
+    if str(_ROOT) not in sys.path:
+        sys.path.insert(0, str(_ROOT))  # the scripts import their siblings as bench.<name>
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, _ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

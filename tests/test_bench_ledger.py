@@ -1,6 +1,5 @@
 """Tests for the long benchmarks' bookkeeping: the holdout split, the ledger, successive halving."""
 
-import importlib.util
 import json
 import pathlib
 
@@ -10,13 +9,6 @@ import pytest
 from m3d_tf.data import holdout_split
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _bench(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_holdout_split_is_balanced_disjoint_and_seeded():
@@ -39,8 +31,8 @@ def test_holdout_split_refuses(labels, per_class, says):
         holdout_split(labels, per_class)
 
 
-def test_ledger_keeps_finished_entries_and_survives_a_torn_line(tmp_path):
-    ledger = _bench("ledger")
+def test_ledger_keeps_finished_entries_and_survives_a_torn_line(tmp_path, bench):
+    ledger = bench("ledger")
     path = tmp_path / "results" / "l.jsonl"
     book = ledger.Ledger(path)
     book.add({"ipc": 1, "run": 0}, {"accuracy": 0.5})
@@ -57,8 +49,8 @@ def test_ledger_keeps_finished_entries_and_survives_a_torn_line(tmp_path):
     assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
 
 
-def test_a_clock_keeps_the_seconds_at_each_step_and_reads_the_older_one_step_form(tmp_path):
-    ledger = _bench("ledger")
+def test_a_clock_keeps_the_seconds_at_each_step_and_reads_the_older_one_step_form(tmp_path, bench):
+    ledger = bench("ledger")
     clock = ledger.Clock(tmp_path / "run" / "seconds.json")
     assert clock.read() == {} and clock.at(0) == 0.0 and clock.at(2) is None
     clock.record(4, 9.04)
@@ -71,8 +63,8 @@ def test_a_clock_keeps_the_seconds_at_each_step_and_reads_the_older_one_step_for
     assert ledger.Clock(old).at(300) == 812.5 and ledger.Clock(old).at(200) is None
 
 
-def test_an_entry_records_the_tensorflow_threads_it_ran_with(tmp_path, monkeypatch):
-    ledger = _bench("ledger")
+def test_an_entry_records_the_tensorflow_threads_it_ran_with(tmp_path, monkeypatch, bench):
+    ledger = bench("ledger")
     book = ledger.Ledger(tmp_path / "l.jsonl")
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
     assert book.add({"run": 0}, {})["threads"] == "default"
@@ -82,8 +74,8 @@ def test_an_entry_records_the_tensorflow_threads_it_ran_with(tmp_path, monkeypat
     assert [line["threads"] for line in lines] == ["default", "1"]
 
 
-def test_a_command_line_names_the_script_its_arguments_and_the_run(monkeypatch):
-    ledger = _bench("ledger")
+def test_a_command_line_names_the_script_its_arguments_and_the_run(monkeypatch, bench):
+    ledger = bench("ledger")
     monkeypatch.setattr(ledger, "commit", lambda: "abc1234")
     monkeypatch.setattr(ledger, "machine", lambda: "AMD EPYC, 2 cores")
     monkeypatch.setattr(ledger.os, "getloadavg", lambda: (2.34, 0.0, 0.0))
@@ -93,9 +85,9 @@ def test_a_command_line_names_the_script_its_arguments_and_the_run(monkeypatch):
         "AMD EPYC, 2 cores, load average 2.3 at the end, 7 min)")
 
 
-def test_the_sets_and_checkpoints_live_beside_the_ledger_where_a_commit_keeps_them(tmp_path):
+def test_the_sets_and_checkpoints_live_beside_the_ledger_where_a_commit_keeps_them(tmp_path, bench):
     """A machine's disk goes with it: only what is committed reaches the next run."""
-    ledger, search, table = _bench("ledger"), _bench("search"), _bench("quality_table")
+    ledger, search, table = bench("ledger"), bench("search"), bench("quality_table")
     ignored = [line.strip().strip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
     for work in (search._parser().parse_args([]).work, table._parser().parse_args([]).sets):
@@ -107,14 +99,14 @@ def test_the_sets_and_checkpoints_live_beside_the_ledger_where_a_commit_keeps_th
     assert ledger.shown(tmp_path / "sets") == str((tmp_path / "sets").resolve())
 
 
-def test_a_command_leaves_out_the_flags_it_is_told_to():
-    ledger = _bench("ledger")
+def test_a_command_leaves_out_the_flags_it_is_told_to(bench):
+    ledger = bench("ledger")
     assert ledger.command("search.py", ["--ipc", "50", "--table-only"], omit=("--table-only",)) == (
         "scripts/m3d-env run python bench/search.py --ipc 50")
 
 
-def test_write_section_replaces_only_its_own_block(tmp_path):
-    ledger = _bench("ledger")
+def test_write_section_replaces_only_its_own_block(tmp_path, bench):
+    ledger = bench("ledger")
     doc = tmp_path / "b.md"
     doc.write_text("# Benchmarks\n\nkept\n")
     ledger.write_section(doc, "t", "first")
@@ -126,8 +118,8 @@ def test_write_section_replaces_only_its_own_block(tmp_path):
     assert text.index("second") < text.index("other")
 
 
-def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties():
-    search = _bench("search")
+def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties(bench):
+    search = bench("search")
     settings = search.grid([0.3, 1.0], [64], [1, 5])
     assert len(settings) == 4
     scores = dict(zip(settings, [0.5, 0.7, 0.7, 0.1]))
@@ -139,10 +131,10 @@ def test_successive_halving_keeps_the_better_half_in_grid_order_on_ties():
 
 
 def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
-        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch, bench):
     # A search process that stops loses its live condensers; the next one continues a setting
     # from its latest checkpoint and must reach the set an uninterrupted run reaches.
-    search = _bench("search")
+    search = bench("search")
     data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
     setting = search.Setting(1.0, 8, 1)
 
@@ -175,20 +167,20 @@ def test_a_stopped_search_resumes_its_trial_from_the_checkpoint_bit_for_bit(
     assert fresh(tmp_path / "b").condensed(1, setting, 4)[1] == pytest.approx(clock[4] - clock[2])
 
 
-def _searcher(fmnist_small, fmnist_small_info, work, *rungs):
+def _searcher(bench, fmnist_small, fmnist_small_info, work, *rungs):
     """(bench/search.py, a function that starts a fresh search process): M3D on the small slice
     with `rungs`, its sets and checkpoints under `work`."""
-    search = _bench("search")
+    search = bench("search")
     data = (fmnist_small.x_train, fmnist_small.y_train, None, None, fmnist_small_info)
     args = search._parser().parse_args(["--rungs", *map(str, rungs), "--work", str(work)])
     return search, lambda: search.Search(args, None, data)
 
 
 def test_the_final_lengths_load_the_chosen_rungs_set_and_do_not_condense_it_again(
-        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch, bench):
     from m3d_tf import recipes
 
-    search, fresh = _searcher(fmnist_small, fmnist_small_info, tmp_path, 2, 4)
+    search, fresh = _searcher(bench, fmnist_small, fmnist_small_info, tmp_path, 2, 4)
     setting, runner = search.Setting(1.0, 8, 1), fresh()
     at_2 = runner.condensed(1, setting, 2)[0].images
     runner.condensed(1, setting, 4)  # the setting's condenser is live at 4 now
@@ -202,12 +194,12 @@ class _Stop(Exception):
 
 
 def test_a_trial_stopped_mid_way_is_charged_the_condensing_of_both_processes(
-        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch, bench):
     import keras
 
     from m3d_tf import recipes
 
-    search, fresh = _searcher(fmnist_small, fmnist_small_info, tmp_path, 2, 6)
+    search, fresh = _searcher(bench, fmnist_small, fmnist_small_info, tmp_path, 2, 6)
     setting, first = search.Setting(1.0, 8, 1), fresh()
     first.condensed(1, setting, 2)
 
@@ -232,8 +224,8 @@ def test_a_trial_stopped_mid_way_is_charged_the_condensing_of_both_processes(
 
 
 def test_a_setting_condensed_before_the_clock_is_charged_from_where_the_clock_began(
-        fmnist_small, fmnist_small_info, tmp_path):
-    search, fresh = _searcher(fmnist_small, fmnist_small_info, tmp_path, 2, 4)
+        fmnist_small, fmnist_small_info, tmp_path, bench):
+    search, fresh = _searcher(bench, fmnist_small, fmnist_small_info, tmp_path, 2, 4)
     setting = search.Setting(1.0, 8, 1)
     fresh().condensed(1, setting, 2)
     path = fresh().setting_dir(1, setting) / "checkpoints" / "seconds.json"
@@ -245,8 +237,8 @@ def test_a_setting_condensed_before_the_clock_is_charged_from_where_the_clock_be
 
 
 def test_a_factor_is_a_setting_of_its_own_and_the_recipes_factor_keeps_the_old_names(
-        fmnist_small, fmnist_small_info, tmp_path):
-    search = _bench("search")
+        fmnist_small, fmnist_small_info, tmp_path, bench):
+    search = bench("search")
     # The recipe's factor (m3d: 2) is the setting without a factor: the name and the trials of a
     # search run before factor was a dimension.
     assert search.factors(None, 2) == [None]
@@ -269,8 +261,8 @@ def test_a_factor_is_a_setting_of_its_own_and_the_recipes_factor_keeps_the_old_n
     assert len(plain.decoded()[0]) == 10 and len(mosaic.decoded()[0]) == 40
 
 
-def test_a_bfloat16_search_is_its_own_and_a_float32_one_keeps_its_keys(tmp_path):
-    search, ledgers = _bench("search"), _bench("ledger")
+def test_a_bfloat16_search_is_its_own_and_a_float32_one_keeps_its_keys(tmp_path, bench):
+    search, ledgers = bench("search"), bench("ledger")
     plain = search._parser().parse_args([])
     fast = search._parser().parse_args(["--eval-dtype", "bfloat16"])
     assert "eval_dtype" not in search.search_key(plain, 10)  # earlier searches' trials
@@ -294,8 +286,8 @@ def test_a_bfloat16_search_is_its_own_and_a_float32_one_keeps_its_keys(tmp_path)
 
 
 def test_a_replay_of_the_ledger_gives_a_finished_searchs_choice_and_stops_at_a_missing_trial(
-        tmp_path):
-    search, ledgers = _bench("search"), _bench("ledger")
+        tmp_path, bench):
+    search, ledgers = bench("search"), bench("ledger")
     args = search._parser().parse_args(["--ipc", "1", "--lr-scale", "1", "3", "--real-per-class",
                                         "128", "--ipm", "1", "--rungs", "100", "200"])
     ledger = ledgers.Ledger(tmp_path / "search.jsonl")
@@ -322,10 +314,10 @@ def test_a_replay_of_the_ledger_gives_a_finished_searchs_choice_and_stops_at_a_m
 
 
 def test_a_trial_stopped_mid_evaluation_goes_on_from_its_networks_checkpoints(
-        fmnist_small, fmnist_small_info, tmp_path, monkeypatch):
+        fmnist_small, fmnist_small_info, tmp_path, monkeypatch, bench):
     from m3d_tf import evaluate
 
-    search = _bench("search")
+    search = bench("search")
     x_val, y_val = fmnist_small.x_test[:300], fmnist_small.y_test[:300]
     data = (fmnist_small.x_train, fmnist_small.y_train, x_val, y_val, fmnist_small_info)
     args = search._parser().parse_args(["--rungs", "2", "--epochs", "3", "--nets", "2",

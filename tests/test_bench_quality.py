@@ -2,24 +2,12 @@
 evaluates saved sets only when their budget matches."""
 
 import argparse
-import importlib.util
-import pathlib
 import re
 
 import pytest
 
 from m3d_tf import baselines, io, recipes
 from m3d_tf.data import DatasetInfo
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "bench" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _args(**overrides):
     values = dict(seed=3, iterations=800, real_per_class=64, bf16=True, settings="recipe")
@@ -37,8 +25,8 @@ def saved_random(fmnist_small, tmp_path):
     return directory
 
 
-def test_reuse_loads_a_matching_set(saved_random):
-    synthetic = _quality()._reused(saved_random, "random", 2, _args())
+def test_reuse_loads_a_matching_set(saved_random, bench):
+    synthetic = bench("quality")._reused(saved_random, "random", 2, _args())
     assert synthetic.images.shape == (20, 28, 28, 1)
     assert synthetic.metadata["method"] == "random"
 
@@ -48,21 +36,21 @@ def test_reuse_loads_a_matching_set(saved_random):
     ("random", 5, _args(), "ipc 2 (asked 5)"),
     ("herding", 2, _args(), "method 'random' (asked 'herding')"),
 ])
-def test_reuse_refuses_another_budget(saved_random, method, ipc, args, says):
+def test_reuse_refuses_another_budget(saved_random, method, ipc, args, says, bench):
     with pytest.raises(SystemExit, match=r"--reuse: .*ipc2-random was built with .*" +
                        re.escape(says)):
-        _quality()._reused(saved_random, method, ipc, args)
+        bench("quality")._reused(saved_random, method, ipc, args)
 
 
-def test_reuse_needs_sets(capsys):
+def test_reuse_needs_sets(capsys, bench):
     with pytest.raises(SystemExit) as raised:
-        _quality().main(["--reuse"])
+        bench("quality").main(["--reuse"])
     assert raised.value.code == 2
     assert "--reuse evaluates the sets saved under --sets DIR" in capsys.readouterr().err
 
 
-def test_settings_recipe_are_the_documented_runs_and_tuned_the_validation_choice():
-    quality = _quality()
+def test_settings_recipe_are_the_documented_runs_and_tuned_the_validation_choice(bench):
+    quality = bench("quality")
     # Every run in docs/benchmarks.md (before recipes.TUNED): lr = IPC and a new net every 5.
     assert quality._rate_and_ipm("m3d", 10, "recipe") == {"learning_rate": 10.0, "ipm": 5}
     assert quality._rate_and_ipm("m3d", 1, "recipe") == {"learning_rate": 1.0, "ipm": 5}
@@ -91,18 +79,18 @@ def _saved_m3d(data, info, directory, ipc, learning_rate=None):
 
 
 def test_reuse_refuses_a_set_condensed_with_another_ipm(fmnist_small, fmnist_small_info,
-                                                        tmp_path):
+                                                        tmp_path, bench):
     directory = _saved_m3d(fmnist_small, fmnist_small_info, tmp_path / "ipc1-m3d", 1)
-    assert _quality()._reused(directory, "m3d", 1, _args()).metadata["method"] == "m3d"
+    assert bench("quality")._reused(directory, "m3d", 1, _args()).metadata["method"] == "m3d"
     # The tuned IPC-1 schedule is a new net every iteration: this set is not that run's.
     with pytest.raises(SystemExit, match=r"ipm 5 \(asked 1\)"):
-        _quality()._reused(directory, "m3d", 1, _args(settings="tuned"))
+        bench("quality")._reused(directory, "m3d", 1, _args(settings="tuned"))
 
 
 def test_reuse_refuses_a_set_condensed_at_another_pixel_rate(fmnist_small, fmnist_small_info,
-                                                             tmp_path):
+                                                             tmp_path, bench):
     # The recipe's rate at IPC 2 is 2.
     directory = _saved_m3d(fmnist_small, fmnist_small_info, tmp_path / "ipc2-m3d", 2,
                            learning_rate=5.0)
     with pytest.raises(SystemExit, match=r"learning_rate 5\.0 \(asked 2\.0\)"):
-        _quality()._reused(directory, "m3d", 2, _args())
+        bench("quality")._reused(directory, "m3d", 2, _args())

@@ -1,28 +1,14 @@
 """Tests for bench/quality_table.py: the table fills piece by piece and a rerun does only what is missing."""
 
 import argparse
-import importlib.util
-import pathlib
-import sys
 
 import pytest
 
 from m3d_tf import recipes
 from m3d_tf.data import DatasetInfo
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _bench(name):
-    sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_set_key_and_directory_change_with_the_budget(monkeypatch):
-    quality = _bench("quality_table")
+def test_a_set_key_and_directory_change_with_the_budget(monkeypatch, bench):
+    quality = bench("quality_table")
     m3d = quality.set_key("m3d", 10, 0, "bfloat16")
     assert m3d["iterations"] == recipes.settings_for("m3d", 10, "fashion_mnist")["iterations"]
     dm = quality.set_key("dm", 10, 0, "bfloat16")
@@ -40,8 +26,8 @@ def test_settings_for_refuses_unknown_settings():
         recipes.settings_for("m3d", 1, epochs=5)
 
 
-def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_path):
-    quality, ledgers = _bench("quality_table"), _bench("ledger")
+def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_path, bench):
+    quality, ledgers = bench("quality_table"), bench("ledger")
     info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
                        (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
     args = argparse.Namespace(sets=str(tmp_path / "sets"), epochs=2, dtype="bfloat16",
@@ -68,8 +54,8 @@ def test_fill_records_each_network_and_a_rerun_adds_nothing(fmnist_small, tmp_pa
 
 
 def test_bfloat16_networks_are_their_own_entries_paired_with_float32_in_the_parity_table(
-        fmnist_small, tmp_path):
-    quality, ledgers = _bench("quality_table"), _bench("ledger")
+        fmnist_small, tmp_path, bench):
+    quality, ledgers = bench("quality_table"), bench("ledger")
     skey = quality.set_key("random", 1, 0, "bfloat16")
     assert "eval_dtype" not in quality.net_key(skey, "convnet", "idc", 1000, 0)  # old entries
     assert quality.net_key(skey, "convnet", "idc", 1000, 0, "bfloat16")["eval_dtype"] == "bfloat16"
@@ -97,8 +83,8 @@ def test_bfloat16_networks_are_their_own_entries_paired_with_float32_in_the_pari
 
 
 def test_a_chosen_factor_gets_sets_of_its_own_and_the_earlier_budget_keeps_its_row(
-        fmnist_small, tmp_path, monkeypatch):
-    quality, ledgers = _bench("quality_table"), _bench("ledger")
+        fmnist_small, tmp_path, monkeypatch, bench):
+    quality, ledgers = bench("quality_table"), bench("ledger")
     chosen = dict(iterations=2, real_per_class=8, ipm=1, learning_rate=1.0)
     monkeypatch.setitem(recipes.TUNED, "m3d", {"fashion_mnist": {1: chosen}})
     info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
@@ -138,11 +124,11 @@ class _Stop(Exception):
 
 
 def test_a_stopped_build_resumes_from_its_checkpoint_and_gives_the_uninterrupted_set(
-        fmnist_small, tmp_path, monkeypatch):
+        fmnist_small, tmp_path, monkeypatch, bench):
     import keras
     import numpy as np
 
-    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    quality, ledgers = bench("quality_table"), bench("ledger")
     monkeypatch.setitem(recipes.TUNED, "m3d", {"fashion_mnist": {1: dict(
         iterations=4, real_per_class=8, ipm=1, learning_rate=1.0)}})
     info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
@@ -186,10 +172,10 @@ def test_a_stopped_build_resumes_from_its_checkpoint_and_gives_the_uninterrupted
 
 
 def test_a_stopped_network_resumes_from_its_checkpoint_and_its_state_goes_once_recorded(
-        fmnist_small, tmp_path, monkeypatch):
+        fmnist_small, tmp_path, monkeypatch, bench):
     from m3d_tf import evaluate
 
-    quality, ledgers = _bench("quality_table"), _bench("ledger")
+    quality, ledgers = bench("quality_table"), bench("ledger")
     info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
                        (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
     data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test[:500],

@@ -1,24 +1,11 @@
 """Tests for bench/selection.py: the final accuracy beside the best of the test checks."""
 
 import argparse
-import importlib.util
 import pathlib
-import sys
 
 import pytest
 
 from m3d_tf.data import DatasetInfo
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _bench(name):
-    sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _args(tmp_path, **kw):
     values = dict(ipc=[1], methods=["random"], seeds=[0], nets=[0, 1], arch="mlp",
@@ -31,8 +18,8 @@ def _args(tmp_path, **kw):
 
 
 def test_the_table_networks_trained_again_give_their_final_accuracy_and_a_best_check_above_it(
-        fmnist_small, tmp_path):
-    quality, selection, ledgers = _bench("quality_table"), _bench("selection"), _bench("ledger")
+        fmnist_small, tmp_path, bench):
+    quality, selection, ledgers = bench("quality_table"), bench("selection"), bench("ledger")
     info = DatasetInfo("fashion_mnist", "idx:test", 10, (28, 28, 1), tuple(map(str, range(10))),
                        (0.286,), (0.353,), {"train": len(fmnist_small.y_train)})
     data = (fmnist_small.x_train, fmnist_small.y_train, info, fmnist_small.x_test,
@@ -64,9 +51,9 @@ def test_the_table_networks_trained_again_give_their_final_accuracy_and_a_best_c
     assert "| 1 | mlp / idc | random | 2 (seed, net: 0.0, 0.1) |" in text
 
 
-def test_the_summary_reports_the_mean_gain_of_the_best_check(tmp_path):
-    selection, ledgers = _bench("selection"), _bench("ledger")
-    quality = _bench("quality_table")
+def test_the_summary_reports_the_mean_gain_of_the_best_check(tmp_path, bench):
+    selection, ledgers = bench("selection"), bench("ledger")
+    quality = bench("quality_table")
     skey = quality.set_key("random", 10, 0, "bfloat16")
     ledger = ledgers.Ledger(tmp_path / "s.jsonl")
     quality_ledger = ledgers.Ledger(tmp_path / "q.jsonl")
@@ -80,8 +67,8 @@ def test_the_summary_reports_the_mean_gain_of_the_best_check(tmp_path):
                    "81.50 ± 0.50 | +0.50 (max +1.00) | 750, 1000 | 81.00 ± 1.00 |")
 
 
-def test_checks_that_do_not_divide_the_epochs_are_refused(tmp_path):
-    selection = _bench("selection")
+def test_checks_that_do_not_divide_the_epochs_are_refused(tmp_path, bench):
+    selection = bench("selection")
     with pytest.raises(SystemExit, match="not a multiple of --checks 3"):
         selection.main(["--epochs", "1000", "--checks", "3", "--table-only",
                         "--ledger", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "b.md")])
