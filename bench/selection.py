@@ -65,13 +65,13 @@ def summary(ledger, quality_ledger):
         return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
     for group in sorted(groups):
-        entries = groups[group]
+        entries = sorted(groups[group], key=lambda e: (e["key"]["seed"], e["key"]["net"]))
         finals = [e["value"]["final"] for e in entries]
         bests = [e["value"]["best"] for e in entries]
         gains = [b - f for b, f in zip(bests, finals)]
         table_finals = [quality_ledger.get(quality_key(e["key"])) for e in entries]
         table_finals = [t["accuracy"] for t in table_finals if t is not None]
-        nets = sorted((e["key"]["seed"], e["key"]["net"]) for e in entries)
+        nets = [(e["key"]["seed"], e["key"]["net"]) for e in entries]
         ipc, arch, protocol, method, checks, epochs, _ = group
         lines.append(
             f"| {ipc} | {arch} / {protocol} | {method} | {len(entries)} (seed, net: "
