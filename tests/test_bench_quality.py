@@ -9,6 +9,7 @@ import pytest
 from m3d_tf import baselines, io, recipes
 from m3d_tf.data import DatasetInfo
 
+
 def _args(**overrides):
     values = dict(seed=3, iterations=800, real_per_class=64, bf16=True, settings="recipe")
     values.update(overrides)

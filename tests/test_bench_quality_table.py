@@ -7,6 +7,7 @@ import pytest
 from m3d_tf import recipes
 from m3d_tf.data import DatasetInfo
 
+
 def test_a_set_key_and_directory_change_with_the_budget(monkeypatch, bench):
     quality = bench("quality_table")
     m3d = quality.set_key("m3d", 10, 0, "bfloat16")

@@ -7,6 +7,7 @@ import pytest
 
 from m3d_tf.data import DatasetInfo
 
+
 def _args(tmp_path, **kw):
     values = dict(ipc=[1], methods=["random"], seeds=[0], nets=[0, 1], arch="mlp",
                   protocol="idc", epochs=4, checks=2, dtype="bfloat16", eval_dtype="float32",

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+
 def _args(**changes):
     values = dict(ipc=1, epochs=1, iterations=6, condense_ipc=1)
     values.update(changes)
